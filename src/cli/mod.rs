@@ -1,0 +1,58 @@
+//! Subcommands. Each file turns flags into library calls and prints results; `anyhow` lives
+//! here and in `main.rs` only.
+
+pub mod common;
+pub mod info;
+pub mod run;
+pub mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ft",
+    version,
+    about = "Fine-tune small open LLMs with QLoRA on commodity hardware and ship them as GGUF",
+    long_about = None
+)]
+pub struct Cli {
+    /// CPU threads for all compute (0 = all cores).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt (streams to stdout; logs and timings to stderr).
+    Run(run::RunArgs),
+    /// Interactive multi-turn chat in the terminal.
+    Chat(run::ChatArgs),
+    /// Print the token ids of a text as JSON (or decode ids with --decode).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
+    Info(info::InfoArgs),
+}
+
+pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => run::chat(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Info(a) => info::run(a),
+    }
+}
+
+/// The error and its source chain on one line, without repeating a cause already quoted.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out.replace('\n', " ")
+}

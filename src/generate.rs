@@ -1,0 +1,318 @@
+//! Text generation: sampling settings, a decoding session that keeps its KV cache (multi-turn
+//! chat, serving), incremental detokenization and stop strings.
+
+use crate::error::{Error, Result};
+use crate::model::{Ctx, KvCache, Llama};
+use crate::tokenizer::Tokenizer;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+    /// 1.0 = off.
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: Some(40),
+            top_p: Some(0.95),
+            seed: 42,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
+    }
+}
+
+pub struct Sampler {
+    lp: LogitsProcessor,
+    params: SamplingParams,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let t = params.temperature;
+        let sampling = if t <= 0.0 {
+            Sampling::ArgMax
+        } else {
+            match (params.top_k, params.top_p.filter(|p| *p < 1.0)) {
+                (None, None) => Sampling::All { temperature: t },
+                (Some(k), None) => Sampling::TopK { k, temperature: t },
+                (None, Some(p)) => Sampling::TopP { p, temperature: t },
+                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature: t },
+            }
+        };
+        Sampler {
+            lp: LogitsProcessor::from_sampling(params.seed, sampling),
+            params,
+        }
+    }
+
+    /// Next token from last-position logits (vocab,), given the tokens so far.
+    pub fn sample(&mut self, logits: &Tensor, history: &[u32]) -> Result<u32> {
+        let logits = logits.to_dtype(DType::F32)?;
+        let logits = if self.params.repeat_penalty != 1.0 {
+            let start = history.len().saturating_sub(self.params.repeat_last_n);
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                self.params.repeat_penalty,
+                &history[start..],
+            )?
+        } else {
+            logits
+        };
+        Ok(self.lp.sample(&logits)?)
+    }
+}
+
+/// A running sequence: tokens seen so far and their KV cache.
+pub struct Session<'m> {
+    pub model: &'m Llama,
+    pub ctx: Ctx,
+    pub cache: KvCache,
+    pub tokens: Vec<u32>,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Llama, ctx: Ctx) -> Self {
+        Session {
+            model,
+            ctx,
+            cache: model.new_cache(),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Make the session hold exactly `ids`, reusing the cached common prefix, and return the
+    /// logits after the last token. Chat turns and shared prompt prefixes cost only the new part.
+    pub fn feed_all(&mut self, ids: &[u32]) -> Result<Tensor> {
+        if ids.is_empty() {
+            return Err(Error::invalid("empty prompt"));
+        }
+        let mut common = self
+            .tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == ids.len() {
+            // Everything is cached, but we need the logits of the last token: recompute it.
+            common -= 1;
+        }
+        self.cache.truncate(common)?;
+        self.tokens.truncate(common);
+        self.feed(&ids[common..])
+    }
+
+    /// Append tokens and return the logits (vocab,) after the last one.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let pos = self.tokens.len();
+        if pos + ids.len() > self.model.max_positions() {
+            return Err(Error::invalid(format!(
+                "prompt of {} tokens exceeds the context of {} tokens",
+                pos + ids.len(),
+                self.model.max_positions()
+            )));
+        }
+        let input = Tensor::new(ids, &self.model.device)?.unsqueeze(0)?;
+        let logits = self
+            .model
+            .forward_last(&input, pos, Some(&mut self.cache), &self.ctx)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(logits.squeeze(0)?.to_device(&Device::Cpu)?)
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.model.max_positions().saturating_sub(self.tokens.len())
+    }
+}
+
+/// Turns a growing token list into text deltas without splitting multi-byte characters.
+pub struct TextStream<'t> {
+    tok: &'t Tokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl<'t> TextStream<'t> {
+    pub fn new(tok: &'t Tokenizer) -> Self {
+        TextStream {
+            tok,
+            ids: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Add a token; return the new complete text, if any.
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids, true)?;
+        // An incomplete UTF-8 sequence decodes to U+FFFD: wait for the rest.
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(String::new());
+        }
+        let delta = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(delta)
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-turn token or a stop string.
+    Stop,
+    /// The token limit or the context was reached.
+    Length,
+}
+
+#[derive(Debug)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub tokens: Vec<u32>,
+    pub finish: Finish,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// Holds back text that could be the start of a stop string.
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Feed new text; returns (text safe to emit, whether a stop string was hit).
+    pub fn push(&mut self, delta: &str) -> (String, bool) {
+        self.pending.push_str(delta);
+        if let Some(cut) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..cut].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Keep the longest tail that is a prefix of some stop string.
+        let mut keep = 0;
+        for s in &self.stops {
+            for k in (1..s.len().min(self.pending.len() + 1)).rev() {
+                if self.pending.is_char_boundary(self.pending.len() - k)
+                    && s.starts_with(&self.pending[self.pending.len() - k..])
+                {
+                    keep = keep.max(k);
+                    break;
+                }
+            }
+        }
+        let split = self.pending.len() - keep;
+        let out = self.pending[..split].to_string();
+        self.pending.drain(..split);
+        (out, false)
+    }
+
+    /// Whatever is still held back once generation ends without a stop.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Generate up to `max_new` tokens after `prompt`, calling `on_text` with each text delta;
+/// `on_text` returning false stops early (a client went away).
+pub fn generate(
+    session: &mut Session,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &SamplingParams,
+    max_new: usize,
+    stops: &[String],
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    let t0 = std::time::Instant::now();
+    let mut logits = session.feed_all(prompt)?;
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let mut sampler = Sampler::new(params.clone());
+    let mut stream = TextStream::new(tok);
+    let mut matcher = StopMatcher::new(stops);
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let mut finish = Finish::Length;
+    let mut go_on = true;
+    while out.len() < max_new && go_on {
+        let next = sampler.sample(&logits, &session.tokens)?;
+        if tok.is_stop(next) {
+            finish = Finish::Stop;
+            break;
+        }
+        out.push(next);
+        let (emit, hit) = matcher.push(&stream.push(next)?);
+        if !emit.is_empty() {
+            text.push_str(&emit);
+            go_on = on_text(&emit);
+        }
+        if hit {
+            finish = Finish::Stop;
+            // Keep the stopping token in the cache so a chat session stays consistent.
+            session.feed(&[next])?;
+            break;
+        }
+        if session.remaining() == 0 {
+            break;
+        }
+        logits = session.feed(&[next])?;
+    }
+    if finish == Finish::Length {
+        let rest = matcher.flush();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_text(&rest);
+        }
+    }
+    Ok(Generated {
+        text,
+        prompt_tokens: prompt.len(),
+        tokens: out,
+        finish,
+        prefill_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_matcher_holds_back_partial_stop() {
+        let mut m = StopMatcher::new(&["\nUser:".to_string()]);
+        assert_eq!(m.push("Hello"), ("Hello".into(), false));
+        assert_eq!(m.push(" there\nUs"), (" there".into(), false));
+        assert_eq!(m.push("er: hi"), ("".into(), true));
+        let mut m = StopMatcher::new(&["END".to_string()]);
+        assert_eq!(m.push("abc E"), ("abc ".into(), false));
+        assert_eq!(m.push("x"), ("Ex".into(), false));
+    }
+}

@@ -1,0 +1,1 @@
+//! GGUF writer (in progress).

@@ -1,0 +1,465 @@
+//! The Llama-family transformer (Llama 2/3, Mistral, SmolLM, TinyLlama, Qwen2), one
+//! implementation for training, eval, serving and merge checks.
+//!
+//! Per block: x += o_proj(attn(rope(q_proj(rms(x))), rope(k_proj(..)), v_proj(..)));
+//!            x += down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x))).
+//! RoPE is the half-split ("rotate_half", NeoX) form that HF checkpoints use; GGUF llama
+//! files store q/k rows permuted for llama.cpp's interleaved form, and the loader undoes that.
+
+use super::cache::KvCache;
+use super::config::{Config, RopeScaling};
+use super::linear::Linear;
+use super::names;
+use super::{Ctx, WeightSource};
+use crate::error::{Error, Result};
+use crate::quant::FrozenWeight;
+use candle_core::{DType, Device, Tensor, D};
+
+/// Precomputed cos/sin tables, (max_positions, head_dim / 2).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(cfg: &Config, max_positions: usize, device: &Device) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let mut inv_freq: Vec<f64> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
+            .collect();
+        let mut pos_scale = 1.0;
+        match &cfg.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear { factor }) => pos_scale = 1.0 / factor,
+            Some(RopeScaling::Factors { factors }) => {
+                for (f, d) in inv_freq.iter_mut().zip(factors) {
+                    *f /= *d as f64;
+                }
+            }
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth between.
+                let old = *original_max_position_embeddings as f64;
+                let low_wl = old / low_freq_factor;
+                let high_wl = old / high_freq_factor;
+                for f in inv_freq.iter_mut() {
+                    let wl = 2.0 * std::f64::consts::PI / *f;
+                    if wl > low_wl {
+                        *f /= factor;
+                    } else if wl >= high_wl {
+                        let smooth = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+        }
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for f in &inv_freq {
+                let a = p as f64 * pos_scale * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, (max_positions, half), device)?,
+            sin: Tensor::from_vec(sin, (max_positions, half), device)?,
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// x: (batch, heads, seq, head_dim), positions pos..pos+seq.
+    fn apply(&self, x: &Tensor, pos: usize, grad: bool) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, seq)?.to_dtype(x.dtype())?;
+        let sin = self.sin.narrow(0, pos, seq)?.to_dtype(x.dtype())?;
+        // candle's fused rope has no backward; the composed form does.
+        Ok(if grad {
+            candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        // candle's fused rms_norm has no backward; use the composed form when training.
+        Ok(if grad {
+            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)?
+        } else {
+            candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)?
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    sliding_window: Option<usize>,
+}
+
+impl Attention {
+    /// x: (batch, seq, hidden) at positions pos..pos+seq.
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        pos: usize,
+        rope: &Rope,
+        cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            // (b, t, n*hd) -> (b, n, t, hd)
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(self.q_proj.forward(x, ctx)?, nh)?;
+        let k = heads(self.k_proj.forward(x, ctx)?, nkv)?;
+        let v = heads(self.v_proj.forward(x, ctx)?, nkv)?;
+        let q = rope.apply(&q, pos, ctx.train)?;
+        let k = rope.apply(&k, pos, ctx.train)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        // Grouped-query attention: each kv head serves nh/nkv query heads.
+        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nh, t, total)
+        let scores = match causal_mask(t, total, self.sliding_window, x.device())? {
+            Some(m) => scores.broadcast_add(&m)?,
+            None => scores,
+        };
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = if ctx.train {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs.matmul(&v)?; // (b, nh, t, hd)
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        self.o_proj.forward(&out, ctx)
+    }
+}
+
+/// (b, nkv, t, hd) -> (b, nkv*n, t, hd), each kv head repeated n times in place.
+fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, nkv, t, hd) = x.dims4()?;
+    Ok(x
+        .unsqueeze(2)?
+        .expand((b, nkv, n, t, hd))?
+        .reshape((b, nkv * n, t, hd))?)
+}
+
+/// Additive mask (t, total) for queries at the last t of `total` positions; None when t == 1
+/// and no window applies.
+fn causal_mask(
+    t: usize,
+    total: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let past = total - t;
+    if t == 1 && window.is_none_or(|w| total <= w) {
+        return Ok(None);
+    }
+    let mut m = vec![0f32; t * total];
+    for i in 0..t {
+        let qpos = past + i;
+        for j in 0..total {
+            let hidden = j > qpos || window.is_some_and(|w| qpos - j.min(qpos) >= w);
+            if hidden {
+                m[i * total + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(m, (t, total), device)?))
+}
+
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x, ctx)?)?;
+        let up = self.up_proj.forward(x, ctx)?;
+        self.down_proj.forward(&(gate * up)?, ctx)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("q_proj", &mut self.self_attn.q_proj),
+            ("k_proj", &mut self.self_attn.k_proj),
+            ("v_proj", &mut self.self_attn.v_proj),
+            ("o_proj", &mut self.self_attn.o_proj),
+            ("gate_proj", &mut self.mlp.gate_proj),
+            ("up_proj", &mut self.mlp.up_proj),
+            ("down_proj", &mut self.mlp.down_proj),
+        ]
+    }
+
+    pub fn linears(&self) -> [(&'static str, &Linear); 7] {
+        [
+            ("q_proj", &self.self_attn.q_proj),
+            ("k_proj", &self.self_attn.k_proj),
+            ("v_proj", &self.self_attn.v_proj),
+            ("o_proj", &self.self_attn.o_proj),
+            ("gate_proj", &self.mlp.gate_proj),
+            ("up_proj", &self.mlp.up_proj),
+            ("down_proj", &self.mlp.down_proj),
+        ]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        pos: usize,
+        rope: &Rope,
+        cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x, ctx.train)?;
+        let x = (x + self.self_attn.forward(&h, layer, pos, rope, cache, mask, ctx)?)?;
+        let h = self.post_attention_layernorm.forward(&x, ctx.train)?;
+        Ok((&x + self.mlp.forward(&h, ctx)?)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Llama {
+    pub config: Config,
+    pub embed_tokens: FrozenWeight,
+    pub blocks: Vec<Block>,
+    pub norm: RmsNorm,
+    pub lm_head: Linear,
+    pub rope: Rope,
+    pub device: Device,
+}
+
+impl Llama {
+    /// Build from a weight source that yields tensors by HF name, in HF layout.
+    /// `max_positions` bounds the RoPE table (the usable context).
+    pub fn new(
+        config: Config,
+        src: &mut dyn WeightSource,
+        max_positions: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut need = |name: String| -> Result<FrozenWeight> {
+            src.get(&name)?
+                .ok_or_else(|| Error::tensor(&name, "missing from the model file"))
+        };
+        let dense = |w: FrozenWeight| -> Result<Tensor> { w.dequantize() };
+        let embed_tokens = need("model.embed_tokens.weight".into())?;
+        check_dims("model.embed_tokens.weight", &embed_tokens, &[config.vocab_size, config.hidden_size])?;
+        let mut blocks = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let mut linear = |short: &str| -> Result<Linear> {
+                let path = names::proj_path(short);
+                let wname = names::layer(i, path, "weight");
+                let w = need(wname.clone())?;
+                let (fin, fout) = config.proj_shape(short).unwrap_or((0, 0));
+                check_dims(&wname, &w, &[fout, fin])?;
+                let bias = if config.attention_bias && matches!(short, "q_proj" | "k_proj" | "v_proj") {
+                    Some(dense(need(names::layer(i, path, "bias"))?)?)
+                } else {
+                    None
+                };
+                Ok(Linear::new(w, bias))
+            };
+            let self_attn = Attention {
+                q_proj: linear("q_proj")?,
+                k_proj: linear("k_proj")?,
+                v_proj: linear("v_proj")?,
+                o_proj: linear("o_proj")?,
+                num_heads: config.num_heads,
+                num_kv_heads: config.num_kv_heads,
+                head_dim: config.head_dim,
+                sliding_window: config.sliding_window,
+            };
+            let mlp = Mlp {
+                gate_proj: linear("gate_proj")?,
+                up_proj: linear("up_proj")?,
+                down_proj: linear("down_proj")?,
+            };
+            let mut norm = |n: &str| -> Result<RmsNorm> {
+                Ok(RmsNorm {
+                    weight: dense(need(names::layer(i, n, "weight"))?)?,
+                    eps: config.rms_norm_eps,
+                })
+            };
+            blocks.push(Block {
+                input_layernorm: norm("input_layernorm")?,
+                self_attn,
+                post_attention_layernorm: norm("post_attention_layernorm")?,
+                mlp,
+            });
+        }
+        let norm = RmsNorm {
+            weight: dense(need("model.norm.weight".into())?)?,
+            eps: config.rms_norm_eps,
+        };
+        let lm_head = if config.tie_word_embeddings {
+            Linear::new(embed_tokens.clone(), None)
+        } else {
+            match src.get("lm_head.weight")? {
+                Some(w) => Linear::new(w, None),
+                // Some checkpoints tie without saying so.
+                None => Linear::new(embed_tokens.clone(), None),
+            }
+        };
+        let rope = Rope::new(&config, max_positions, device)?;
+        Ok(Llama {
+            config,
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+            device: device.clone(),
+        })
+    }
+
+    /// The largest sequence (cache + new tokens) this instance can run.
+    pub fn max_positions(&self) -> usize {
+        self.rope.max_positions()
+    }
+
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(match &self.embed_tokens {
+            FrozenWeight::Quantized(q) => q.embedding(tokens)?,
+            FrozenWeight::Dense(w) => {
+                let (b, t) = tokens.dims2()?;
+                w.to_dtype(DType::F32)?
+                    .index_select(&tokens.flatten_all()?, 0)?
+                    .reshape((b, t, self.config.hidden_size))?
+            }
+        })
+    }
+
+    /// Final hidden states (batch, seq, hidden) for tokens (batch, seq) at positions pos...
+    /// `mask`: an extra additive attention mask broadcastable to (batch, heads, seq, total),
+    /// e.g. block-diagonal for packed sequences.
+    pub fn forward_hidden(
+        &self,
+        tokens: &Tensor,
+        pos: usize,
+        mut cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (_, t) = tokens.dims2()?;
+        if pos + t > self.max_positions() {
+            return Err(Error::invalid(format!(
+                "sequence of {} tokens exceeds the context of {} tokens",
+                pos + t,
+                self.max_positions()
+            )));
+        }
+        let mut x = self.embed(tokens)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, i, pos, &self.rope, cache.as_deref_mut(), mask, ctx)?;
+        }
+        self.norm.forward(&x, ctx.train)
+    }
+
+    /// Logits (.., vocab) from hidden states (.., hidden).
+    pub fn logits(&self, hidden: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let head_ctx = Ctx {
+            adapter: None,
+            ..*ctx
+        };
+        self.lm_head.forward(hidden, &head_ctx)
+    }
+
+    /// Logits for every position: (batch, seq, vocab).
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        pos: usize,
+        cache: Option<&mut KvCache>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(tokens, pos, cache, None, ctx)?;
+        self.logits(&h, ctx)
+    }
+
+    /// Logits of the last position only: (batch, vocab). What generation needs.
+    pub fn forward_last(
+        &self,
+        tokens: &Tensor,
+        pos: usize,
+        cache: Option<&mut KvCache>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(tokens, pos, cache, None, ctx)?;
+        let t = h.dim(1)?;
+        let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.logits(&last, ctx)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers)
+    }
+}
+
+fn check_dims(name: &str, w: &FrozenWeight, want: &[usize]) -> Result<()> {
+    let got = w.dims();
+    if got != want {
+        return Err(Error::tensor(
+            name,
+            format!("shape {got:?} does not match the config ({want:?})"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! The model: config, the Llama-family network, its KV cache, the HF<->GGUF name table,
+//! and the loaders that turn files into a [`Llama`] (the only part here that does I/O).
+
+pub mod cache;
+pub mod config;
+pub mod linear;
+pub mod llama;
+pub mod load;
+pub mod names;
+
+pub use cache::KvCache;
+pub use config::{Arch, Config};
+pub use linear::Linear;
+pub use llama::Llama;
+pub use load::{load, LoadOptions, Loaded};
+
+use crate::error::Result;
+use crate::quant::{FrozenWeight, MatmulMode};
+
+/// How one forward pass runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    pub mode: MatmulMode,
+    /// Which adapter slot to apply (None = base model).
+    pub adapter: Option<usize>,
+    /// Training: dropout on, gradients flow through frozen weights.
+    pub train: bool,
+}
+
+impl Ctx {
+    pub fn infer(mode: MatmulMode, adapter: Option<usize>) -> Self {
+        Ctx {
+            mode,
+            adapter,
+            train: false,
+        }
+    }
+
+    pub fn train() -> Self {
+        Ctx {
+            mode: MatmulMode::Exact,
+            adapter: Some(0),
+            train: true,
+        }
+    }
+}
+
+/// Where the model constructor gets its weights: by HF name, in HF layout.
+pub trait WeightSource {
+    fn get(&mut self, name: &str) -> Result<Option<FrozenWeight>>;
+}

@@ -1,0 +1,175 @@
+//! Frozen base weights: dense tensors or quantized ggml blocks, and the matmuls over them.
+//!
+//! candle's `QMatMul` has no backward and fails silently (zero gradient to the input), so the
+//! training path goes through [`QLinearGrad`]: the forward is computed without a graph, and the
+//! backward multiplies the incoming gradient by the weight, dequantized just for that moment.
+//! No full-precision copy of the model is ever held.
+
+pub mod kernels;
+pub mod types;
+
+use crate::error::Result;
+use candle_core::backend::BackendStorage;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use std::sync::Arc;
+
+/// A frozen weight of shape (out_features, in_features), or a 1-D norm/bias vector.
+#[derive(Clone, Debug)]
+pub enum FrozenWeight {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl FrozenWeight {
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            FrozenWeight::Dense(t) => t.dims().to_vec(),
+            FrozenWeight::Quantized(q) => q.shape().dims().to_vec(),
+        }
+    }
+
+    /// The stored type, in llama.cpp's naming (`F32`, `Q4_1`, ...).
+    pub fn type_name(&self) -> String {
+        match self {
+            FrozenWeight::Dense(t) => format!("{:?}", t.dtype()).to_uppercase(),
+            FrozenWeight::Quantized(q) => crate::gguf::dtype_name(q.dtype()).to_string(),
+        }
+    }
+
+    pub fn ggml_dtype(&self) -> Option<GgmlDType> {
+        match self {
+            FrozenWeight::Dense(_) => None,
+            FrozenWeight::Quantized(q) => Some(q.dtype()),
+        }
+    }
+
+    pub fn storage_bytes(&self) -> usize {
+        match self {
+            FrozenWeight::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            FrozenWeight::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// The weight in f32 (a fresh tensor for quantized weights).
+    pub fn dequantize(&self) -> Result<Tensor> {
+        Ok(match self {
+            FrozenWeight::Dense(t) => t.to_dtype(DType::F32)?,
+            FrozenWeight::Quantized(q) => q.dequantize(&q.device())?,
+        })
+    }
+
+    /// Quantize a dense weight into `dtype` (rows must suit the block size).
+    pub fn quantize(t: &Tensor, dtype: GgmlDType) -> Result<Self> {
+        Ok(FrozenWeight::Quantized(Arc::new(QTensor::quantize(
+            &t.to_dtype(DType::F32)?,
+            dtype,
+        )?)))
+    }
+}
+
+/// How a frozen matmul is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulMode {
+    /// f32 math over the dequantized weight: matches PyTorch over the same weights.
+    Exact,
+    /// Quantized kernels with 8-bit activations, as llama.cpp does: fastest for inference.
+    Fast,
+}
+
+/// `x @ w^T` for x (.., in) and a frozen w (out, in), differentiable w.r.t. x.
+pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight, mode: MatmulMode, grad: bool) -> Result<Tensor> {
+    if grad {
+        // Compute without a graph, then attach the gradient rule dL/dx = dL/dy · W.
+        let y = plain_matmul(&x.detach(), &w.dequantize()?)?;
+        return Ok(x.apply_op2(&y, QLinearGrad { w: w.clone() })?);
+    }
+    match (w, mode) {
+        (FrozenWeight::Quantized(q), MatmulMode::Fast) => {
+            if let Some(y) = kernels::try_matmul(x, q)? {
+                return Ok(y);
+            }
+            Ok(QMatMul::QTensor(q.clone()).forward_x(x)?)
+        }
+        _ => plain_matmul(x, &w.dequantize()?),
+    }
+}
+
+/// `x @ w^T` for dense tensors, any leading batch dims on x.
+pub fn plain_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let w = w.to_dtype(x.dtype())?;
+    Ok(match x.rank() {
+        2 => x.matmul(&w.t()?)?,
+        _ => x.broadcast_matmul(&w.t()?)?,
+    })
+}
+
+trait ForwardX {
+    fn forward_x(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+}
+
+impl ForwardX for QMatMul {
+    fn forward_x(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::Module;
+        self.forward(x)
+    }
+}
+
+/// Backward-only op: forward passes the precomputed `y` through; backward sends
+/// `grad_y @ W` to `x`, dequantizing W only for that product.
+struct QLinearGrad {
+    w: FrozenWeight,
+}
+
+impl CustomOp2 for QLinearGrad {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &CpuStorage,
+        _xl: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        pass_through(y, yl)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _x: &candle_core::CudaStorage,
+        _xl: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        pass_through(y, yl)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let w = self
+            .w
+            .dequantize()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .to_dtype(grad.dtype())?;
+        let gx = match grad.rank() {
+            2 => grad.matmul(&w)?,
+            _ => grad.broadcast_matmul(&w)?,
+        };
+        Ok((Some(gx.to_dtype(x.dtype())?), None))
+    }
+}
+
+fn pass_through<S: BackendStorage>(y: &S, yl: &Layout) -> candle_core::Result<(S, Shape)> {
+    if !yl.is_contiguous() || yl.start_offset() != 0 {
+        candle_core::bail!("frozen-linear: internal output must be contiguous");
+    }
+    Ok((y.try_clone(yl)?, yl.shape().clone()))
+}
