@@ -139,6 +139,33 @@ impl<'m> Session<'m> {
         Ok(logits.squeeze(0)?.to_device(&Device::Cpu)?)
     }
 
+    /// Append tokens and return the logits (n, vocab) after each of them (for scoring a
+    /// continuation).
+    pub fn feed_scores(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let pos = self.tokens.len();
+        if pos + ids.len() > self.model.max_positions() {
+            return Err(Error::invalid(format!(
+                "sequence of {} tokens exceeds the context of {} tokens",
+                pos + ids.len(),
+                self.model.max_positions()
+            )));
+        }
+        let input = Tensor::new(ids, &self.model.device)?.unsqueeze(0)?;
+        let logits = self.model.forward(&input, pos, Some(&mut self.cache), &self.ctx)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(logits.squeeze(0)?.to_device(&Device::Cpu)?)
+    }
+
+    /// A copy that shares the cached keys/values (cheap) and then diverges.
+    pub fn fork(&self) -> Session<'m> {
+        Session {
+            model: self.model,
+            ctx: self.ctx,
+            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+
     pub fn remaining(&self) -> usize {
         self.model.max_positions().saturating_sub(self.tokens.len())
     }

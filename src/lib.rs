@@ -16,6 +16,7 @@ pub mod lora;
 pub mod model;
 pub mod quant;
 pub mod recipe;
+pub mod testing;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;

@@ -6,6 +6,7 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
+    ft::device::tune_allocator();
     ft::device::set_threads(args.threads);
     if let Err(e) = cli::dispatch(args.command) {
         // One line: the error and its causes, joined.

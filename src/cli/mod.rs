@@ -1,10 +1,13 @@
 //! Subcommands. Each file turns flags into library calls and prints results; `anyhow` lives
 //! here and in `main.rs` only.
 
+pub mod bench;
 pub mod common;
+pub mod dry_run;
 pub mod info;
 pub mod run;
 pub mod tokenize;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +34,10 @@ pub enum Command {
     Chat(run::ChatArgs),
     /// Print the token ids of a text as JSON (or decode ids with --decode).
     Tokenize(tokenize::TokenizeArgs),
+    /// Fine-tune a LoRA adapter from a YAML recipe (QLoRA: the base stays quantized and frozen).
+    Train(train::TrainArgs),
+    /// Prefill and decode throughput, llama-bench style.
+    Bench(bench::BenchArgs),
     /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
     Info(info::InfoArgs),
 }
@@ -41,6 +48,8 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Chat(a) => run::chat(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
 

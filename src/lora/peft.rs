@@ -182,6 +182,7 @@ pub fn load_into(model: &mut Llama, slot: usize, dir: &Path) -> Result<LoraConfi
                             b: b.to_dtype(DType::F32)?.to_device(&device)?,
                             scale: cfg.scale(),
                             dropout: 0.0,
+                            salt: 0,
                         }),
                     );
                     found += 1;

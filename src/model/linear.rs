@@ -45,12 +45,20 @@ impl Linear {
 
     /// x: (.., in) -> (.., out)
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let mut y = frozen_matmul(x, &self.weight, ctx.mode, ctx.train)?;
+        let lora = ctx.adapter.and_then(|s| self.adapter(s));
+        if ctx.train {
+            let y = crate::lora::fused::linear_train(x, &self.weight, lora, ctx.seed)?;
+            return Ok(match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
+        let mut y = frozen_matmul(x, &self.weight, ctx.mode, false)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(lora) = ctx.adapter.and_then(|s| self.adapter(s)) {
-            y = (y + lora.forward(x, ctx.train)?)?;
+        if let Some(lora) = lora {
+            y = (y + lora.forward(x, None)?)?;
         }
         Ok(y)
     }

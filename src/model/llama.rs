@@ -13,7 +13,7 @@ use super::names;
 use super::{Ctx, WeightSource};
 use crate::error::{Error, Result};
 use crate::quant::FrozenWeight;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 /// Precomputed cos/sin tables, (max_positions, head_dim / 2).
 #[derive(Clone, Debug)]
@@ -82,9 +82,9 @@ impl Rope {
         let seq = x.dim(2)?;
         let cos = self.cos.narrow(0, pos, seq)?.to_dtype(x.dtype())?;
         let sin = self.sin.narrow(0, pos, seq)?.to_dtype(x.dtype())?;
-        // candle's fused rope has no backward; the composed form does.
+        // candle's fused rope has no backward; ours does.
         Ok(if grad {
-            candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?
+            super::ops::rope(x, &cos, &sin)?
         } else {
             candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?
         })
@@ -99,9 +99,9 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        // candle's fused rms_norm has no backward; use the composed form when training.
+        // candle's fused rms_norm has no backward; ours does.
         Ok(if grad {
-            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)?
+            super::ops::rms_norm(x, &self.weight, self.eps)?
         } else {
             candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)?
         })
@@ -148,64 +148,25 @@ impl Attention {
             None => (k, v),
         };
         let total = k.dim(2)?;
-        // Grouped-query attention: each kv head serves nh/nkv query heads.
-        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nh, t, total)
-        let scores = match causal_mask(t, total, self.sliding_window, x.device())? {
-            Some(m) => scores.broadcast_add(&m)?,
-            None => scores,
-        };
+        let past = total - t;
+        let g = nh / nkv;
+        // Grouped-query attention without copying k/v per query head: the g query heads that
+        // share a kv head are stacked along the row axis, (b, nkv, g·t, hd).
+        let qg = q.reshape((b, nkv, g * t, hd))?;
+        let scores = qg.matmul(&k.t()?)?; // (b, nkv, g·t, total)
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) => scores
+                .reshape((b, nh, t, total))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, g * t, total))?,
             None => scores,
         };
-        let probs = if ctx.train {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let out = probs.matmul(&v)?; // (b, nh, t, hd)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let probs = super::ops::causal_softmax(&scores, scale, t, past, self.sliding_window)?;
+        let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
     }
-}
-
-/// (b, nkv, t, hd) -> (b, nkv*n, t, hd), each kv head repeated n times in place.
-fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x.clone());
-    }
-    let (b, nkv, t, hd) = x.dims4()?;
-    Ok(x
-        .unsqueeze(2)?
-        .expand((b, nkv, n, t, hd))?
-        .reshape((b, nkv * n, t, hd))?)
-}
-
-/// Additive mask (t, total) for queries at the last t of `total` positions; None when t == 1
-/// and no window applies.
-fn causal_mask(
-    t: usize,
-    total: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Option<Tensor>> {
-    let past = total - t;
-    if t == 1 && window.is_none_or(|w| total <= w) {
-        return Ok(None);
-    }
-    let mut m = vec![0f32; t * total];
-    for i in 0..t {
-        let qpos = past + i;
-        for j in 0..total {
-            let hidden = j > qpos || window.is_some_and(|w| qpos - j.min(qpos) >= w);
-            if hidden {
-                m[i * total + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    Ok(Some(Tensor::from_vec(m, (t, total), device)?))
 }
 
 #[derive(Clone, Debug)]
@@ -217,9 +178,9 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x, ctx)?)?;
+        let gate = self.gate_proj.forward(x, ctx)?;
         let up = self.up_proj.forward(x, ctx)?;
-        self.down_proj.forward(&(gate * up)?, ctx)
+        self.down_proj.forward(&super::ops::swiglu(&gate, &up)?, ctx)
     }
 }
 
@@ -411,6 +372,16 @@ impl Llama {
             x = block.forward(&x, i, pos, &self.rope, cache.as_deref_mut(), mask, ctx)?;
         }
         self.norm.forward(&x, ctx.train)
+    }
+
+    /// Block `i` alone (for gradient checkpointing, which re-runs blocks one at a time).
+    pub fn forward_block(&self, i: usize, x: &Tensor, pos: usize, mask: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+        self.blocks[i].forward(x, i, pos, &self.rope, None, mask, ctx)
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.norm.forward(x, ctx.train)
     }
 
     /// Logits (.., vocab) from hidden states (.., hidden).

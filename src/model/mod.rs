@@ -7,6 +7,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod names;
+pub mod ops;
 
 pub use cache::KvCache;
 pub use config::{Arch, Config};
@@ -25,6 +26,8 @@ pub struct Ctx {
     pub adapter: Option<usize>,
     /// Training: dropout on, gradients flow through frozen weights.
     pub train: bool,
+    /// Dropout seed for this step (training only).
+    pub seed: u64,
 }
 
 impl Ctx {
@@ -33,14 +36,17 @@ impl Ctx {
             mode,
             adapter,
             train: false,
+            seed: 0,
         }
     }
 
-    pub fn train() -> Self {
+    /// A training step: exact matmuls, adapter slot 0, dropout seeded by `seed`.
+    pub fn train(seed: u64) -> Self {
         Ctx {
             mode: MatmulMode::Exact,
             adapter: Some(0),
             train: true,
+            seed,
         }
     }
 }

@@ -95,13 +95,17 @@ pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight, mode: MatmulMode, grad: bool)
     }
 }
 
-/// `x @ w^T` for dense tensors, any leading batch dims on x.
+/// `x @ w^T` for dense tensors, any leading batch dims on x. Leading dims are folded into one
+/// so the product is a single 2-D gemm (a broadcast batched matmul would copy `w` per batch).
 pub fn plain_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let w = w.to_dtype(x.dtype())?;
-    Ok(match x.rank() {
-        2 => x.matmul(&w.t()?)?,
-        _ => x.broadcast_matmul(&w.t()?)?,
-    })
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let x2 = x.reshape(((), k))?;
+    let y = x2.matmul(&w.t()?)?;
+    let mut out = dims;
+    *out.last_mut().unwrap_or(&mut 0) = w.dim(0)?;
+    Ok(y.reshape(out)?)
 }
 
 trait ForwardX {
@@ -159,10 +163,9 @@ impl CustomOp2 for QLinearGrad {
             .dequantize()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(grad.dtype())?;
-        let gx = match grad.rank() {
-            2 => grad.matmul(&w)?,
-            _ => grad.broadcast_matmul(&w)?,
-        };
+        // (.., out) @ (out, in) as one 2-D gemm.
+        let n = grad.dim(candle_core::D::Minus1)?;
+        let gx = grad.reshape(((), n))?.matmul(&w)?.reshape(x.shape())?;
         Ok((Some(gx.to_dtype(x.dtype())?), None))
     }
 }

@@ -1,0 +1,5 @@
+//! Evaluation: MMLU (letter and cloze styles, prefix-cached), perplexity, and the task metric
+//! of a held-out set; reports that put base and fine-tuned side by side.
+
+pub mod perplexity;
+pub mod stats;

@@ -1,0 +1,252 @@
+//! The runner that owns the model: one OS thread, a bounded queue, and up to `parallel`
+//! sequences decoded in fair round-robin (one token each per turn), each with its own KV cache
+//! and adapter slot. Adapters are applied per request without merging, so one base in memory
+//! serves several fine-tunes.
+
+use super::api::ChatMessage;
+use super::runner::{Backend, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError};
+use crate::generate::{Sampler, SamplingParams, Session, StopMatcher, TextStream};
+use crate::model::{Ctx, Loaded};
+use crate::quant::MatmulMode;
+use crate::tokenizer::{ChatTemplate, Message};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+
+pub struct EngineConfig {
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Requests waiting beyond the active ones before the server answers 503.
+    pub queue: usize,
+    pub mode: MatmulMode,
+    /// Name of the base model in /v1/models.
+    pub base_name: String,
+    /// Adapter names, in slot order (slot i = adapters[i]).
+    pub adapters: Vec<String>,
+}
+
+pub struct Engine {
+    tx: SyncSender<GenRequest>,
+    cards: Vec<ModelCard>,
+    context: usize,
+}
+
+impl Engine {
+    /// Start the runner thread; `loaded` must already hold the adapters in slots 0..n.
+    pub fn start(loaded: Loaded, template: ChatTemplate, cfg: EngineConfig) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut cards = vec![ModelCard {
+            id: cfg.base_name.clone(),
+            owned_by: "ft".into(),
+            created,
+            parent: None,
+        }];
+        for a in &cfg.adapters {
+            cards.push(ModelCard {
+                id: a.clone(),
+                owned_by: "ft".into(),
+                created,
+                parent: Some(cfg.base_name.clone()),
+            });
+        }
+        let context = loaded.model.max_positions();
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let names = cards.iter().map(|c| c.id.clone()).collect();
+        std::thread::Builder::new()
+            .name("ft-runner".into())
+            .spawn(move || run_loop(loaded, template, cfg, names, rx))
+            .expect("spawning the runner thread");
+        Engine { tx, cards, context }
+    }
+}
+
+impl Backend for Engine {
+    fn models(&self) -> Vec<ModelCard> {
+        self.cards.clone()
+    }
+
+    fn context_len(&self) -> usize {
+        self.context
+    }
+
+    fn submit(&self, req: GenRequest) -> Result<(), ServeError> {
+        if !self.cards.iter().any(|c| c.id == req.model) {
+            return Err(ServeError::model_not_found(&req.model));
+        }
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ServeError::busy()),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(ServeError::internal("the model runner has stopped"))
+            }
+        }
+    }
+}
+
+struct Active<'m> {
+    req: GenRequest,
+    session: Session<'m>,
+    sampler: Sampler,
+    stream: TextStream<'m>,
+    stops: StopMatcher,
+    prompt_tokens: usize,
+    generated: usize,
+    logits: Option<candle_core::Tensor>,
+}
+
+fn to_messages(m: &[ChatMessage]) -> Vec<Message> {
+    m.iter()
+        .map(|c| Message::new(&c.role, c.content.clone()))
+        .collect()
+}
+
+fn run_loop(
+    loaded: Loaded,
+    template: ChatTemplate,
+    cfg: EngineConfig,
+    names: Vec<String>,
+    rx: Receiver<GenRequest>,
+) {
+    let model = &loaded.model;
+    let tok = &loaded.tokenizer;
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        // Admit new work: block only when idle.
+        while active.len() < cfg.parallel.max(1) {
+            let req = if active.is_empty() {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return, // server gone
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            };
+            if let Some(a) = admit(req, model, tok, &template, &cfg, &names) {
+                active.push(a);
+            }
+        }
+        // One step for every active sequence, in turn.
+        active.retain_mut(|a| {
+            step(a, tok).unwrap_or_else(|e| {
+                let _ = a.req.events.try_send(GenEvent::Error(e));
+                false
+            })
+        });
+    }
+}
+
+fn admit<'m>(
+    req: GenRequest,
+    model: &'m crate::model::Llama,
+    tok: &'m crate::tokenizer::Tokenizer,
+    template: &ChatTemplate,
+    cfg: &EngineConfig,
+    names: &[String],
+) -> Option<Active<'m>> {
+    let fail = |req: &GenRequest, e: ServeError| {
+        let _ = req.events.try_send(GenEvent::Error(e));
+        None
+    };
+    if req.cancel.is_cancelled() {
+        return None;
+    }
+    let slot = match names.iter().position(|n| *n == req.model) {
+        Some(0) => None,
+        Some(i) => Some(i - 1),
+        None => return fail(&req, ServeError::model_not_found(&req.model)),
+    };
+    let ids = match &req.prompt {
+        Prompt::Chat(m) => template
+            .render(&to_messages(m), true)
+            .and_then(|t| tok.encode_prompt(&t, true)),
+        Prompt::Text(t) => tok.encode_prompt(t, true),
+    };
+    let ids = match ids {
+        Ok(i) if !i.is_empty() => i,
+        Ok(_) => return fail(&req, ServeError::invalid("prompt", "the prompt is empty")),
+        Err(e) => return fail(&req, e.into()),
+    };
+    if ids.len() >= model.max_positions() {
+        return fail(
+            &req,
+            ServeError::context_length_exceeded(ids.len(), model.max_positions()),
+        );
+    }
+    let params = SamplingParams {
+        temperature: req.temperature,
+        top_k: None,
+        top_p: (req.top_p < 1.0).then_some(req.top_p),
+        seed: req.seed.unwrap_or(42),
+        repeat_penalty: 1.0,
+        repeat_last_n: 64,
+    };
+    let mut session = Session::new(model, Ctx::infer(cfg.mode, slot));
+    let logits = match session.feed_all(&ids) {
+        Ok(l) => l,
+        Err(e) => return fail(&req, e.into()),
+    };
+    if req
+        .events
+        .try_send(GenEvent::Started {
+            prompt_tokens: ids.len(),
+        })
+        .is_err()
+    {
+        return None;
+    }
+    Some(Active {
+        stops: StopMatcher::new(&req.stop),
+        req,
+        session,
+        sampler: Sampler::new(params),
+        stream: TextStream::new(tok),
+        prompt_tokens: ids.len(),
+        generated: 0,
+        logits: Some(logits),
+    })
+}
+
+/// Produce one token for `a`; false when the sequence is finished or abandoned.
+fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, ServeError> {
+    if a.req.cancel.is_cancelled() {
+        return Ok(false);
+    }
+    let logits = match a.logits.take() {
+        Some(l) => l,
+        None => return Ok(false),
+    };
+    let next = a.sampler.sample(&logits, &a.session.tokens)?;
+    let done = |a: &mut Active, reason: FinishReason| {
+        let rest = a.stops.flush();
+        if reason == FinishReason::Length && !rest.is_empty() {
+            let _ = a.req.events.try_send(GenEvent::Token(rest));
+        }
+        let _ = a.req.events.try_send(GenEvent::Done {
+            finish_reason: reason,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.generated,
+        });
+        Ok(false)
+    };
+    if tok.is_stop(next) {
+        return done(a, FinishReason::Stop);
+    }
+    a.generated += 1;
+    let (text, hit) = a.stops.push(&a.stream.push(next)?);
+    if !text.is_empty() && a.req.events.try_send(GenEvent::Token(text)).is_err() {
+        return Ok(false); // client gone
+    }
+    if hit {
+        return done(a, FinishReason::Stop);
+    }
+    if a.generated >= a.req.max_tokens || a.session.remaining() == 0 {
+        return done(a, FinishReason::Length);
+    }
+    a.logits = Some(a.session.feed(&[next])?);
+    Ok(true)
+}
