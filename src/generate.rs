@@ -288,6 +288,7 @@ pub fn generate(
     let mut out = Vec::new();
     let mut finish = Finish::Length;
     let mut go_on = true;
+    let mut stop_string = false;
     while out.len() < max_new && go_on {
         let next = sampler.sample(&logits, &session.tokens)?;
         if tok.is_stop(next) {
@@ -302,6 +303,7 @@ pub fn generate(
         }
         if hit {
             finish = Finish::Stop;
+            stop_string = true;
             // Keep the stopping token in the cache so a chat session stays consistent.
             session.feed(&[next])?;
             break;
@@ -311,7 +313,8 @@ pub fn generate(
         }
         logits = session.feed(&[next])?;
     }
-    if finish == Finish::Length {
+    // Text held back as a possible stop-string prefix belongs to the answer unless one matched.
+    if !stop_string {
         let rest = matcher.flush();
         if !rest.is_empty() {
             text.push_str(&rest);

@@ -6,6 +6,7 @@ pub mod common;
 pub mod dry_run;
 pub mod info;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Fine-tune a LoRA adapter from a YAML recipe (QLoRA: the base stays quantized and frozen).
     Train(train::TrainArgs),
+    /// OpenAI-compatible HTTP server (streaming), adapters by name, and a web chat page at /.
+    Serve(serve::ServeArgs),
     /// Prefill and decode throughput, llama-bench style.
     Bench(bench::BenchArgs),
     /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
@@ -49,6 +52,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Train(a) => train::run(a),
     }
 }

@@ -58,7 +58,8 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(lora) = lora {
-            y = (y + lora.forward(x, None)?)?;
+            // Detached: evaluating mid-training must not build a graph through the adapter Vars.
+            y = (y + lora.forward_detached(x, None)?)?;
         }
         Ok(y)
     }

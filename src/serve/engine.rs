@@ -221,9 +221,10 @@ fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, Serve
         None => return Ok(false),
     };
     let next = a.sampler.sample(&logits, &a.session.tokens)?;
-    let done = |a: &mut Active, reason: FinishReason| {
+    // Held-back text (a possible stop-string prefix) is sent unless a stop string matched.
+    let done = |a: &mut Active, reason: FinishReason, flush: bool| {
         let rest = a.stops.flush();
-        if reason == FinishReason::Length && !rest.is_empty() {
+        if flush && !rest.is_empty() {
             let _ = a.req.events.try_send(GenEvent::Token(rest));
         }
         let _ = a.req.events.try_send(GenEvent::Done {
@@ -234,7 +235,7 @@ fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, Serve
         Ok(false)
     };
     if tok.is_stop(next) {
-        return done(a, FinishReason::Stop);
+        return done(a, FinishReason::Stop, true);
     }
     a.generated += 1;
     let (text, hit) = a.stops.push(&a.stream.push(next)?);
@@ -242,10 +243,10 @@ fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, Serve
         return Ok(false); // client gone
     }
     if hit {
-        return done(a, FinishReason::Stop);
+        return done(a, FinishReason::Stop, false);
     }
     if a.generated >= a.req.max_tokens || a.session.remaining() == 0 {
-        return done(a, FinishReason::Length);
+        return done(a, FinishReason::Length, true);
     }
     a.logits = Some(a.session.feed(&[next])?);
     Ok(true)

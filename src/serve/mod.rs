@@ -7,6 +7,7 @@
 
 pub mod api;
 mod completion;
+pub mod engine;
 mod http;
 pub mod response;
 mod runner;
