@@ -1,6 +1,6 @@
-//! Datasets: read `.jsonl` / `.json` / `.parquet` files into typed [`Example`]s ([`read`]),
-//! split off an eval set ([`split`]). Rendering with the chat template, tokenizing, loss masks
-//! and batching build on these types.
+//! Datasets: read `.jsonl` / `.json` / `.parquet` files into typed [`Example`]s with
+//! [`read_examples`], split off an eval set with [`split_eval`]. Rendering with the chat template,
+//! tokenizing, loss masks and batching build on these types.
 
 mod example;
 mod parquet;

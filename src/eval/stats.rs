@@ -4,7 +4,9 @@
 //!   (Wilson 1927), which stays inside [0, 1] and behaves at small n and at 0% / 100%,
 //!   unlike the normal ("Wald") interval.
 //! - Macro (mean of subject accuracies, each subject weighing the same): a normal interval
-//!   around the stratified mean, variance `Σ p_i (1 - p_i) / n_i / S²`, clamped to [0, 1].
+//!   around the mean, variance `Σ v_i / S²` with the Agresti-Coull per-subject variance
+//!   `v_i = p̃(1 - p̃) / (n + z²)`, `p̃ = (c + z²/2) / (n + z²)` (so subjects at 0% or 100% still
+//!   carry uncertainty), clamped to [0, 1].
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +25,18 @@ pub fn wilson(correct: usize, n: usize, z: f64) -> (f64, f64) {
     let denom = 1.0 + z2 / n_f;
     let centre = (p + z2 / (2.0 * n_f)) / denom;
     let half = z / denom * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // The bounds are exactly 0 and 1 at the extremes; say so instead of leaving rounding error.
+    let lo = if correct == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if correct == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (lo, hi)
 }
 
 /// An accuracy over `scored` questions, with its 95% interval.
@@ -73,10 +86,16 @@ pub struct MacroAccuracy {
 
 /// Macro average of `(correct, scored)` per subject; subjects with nothing scored are left out.
 pub fn macro_avg(parts: &[(usize, usize)]) -> MacroAccuracy {
+    let z2 = Z95 * Z95;
+    // (accuracy, Agresti-Coull variance) per subject.
     let used: Vec<(f64, f64)> = parts
         .iter()
         .filter(|p| p.1 > 0)
-        .map(|&(c, n)| (c as f64 / n as f64, n as f64))
+        .map(|&(c, n)| {
+            let (c, n) = (c as f64, n as f64);
+            let p_adj = (c + z2 / 2.0) / (n + z2);
+            (c / n, p_adj * (1.0 - p_adj) / (n + z2))
+        })
         .collect();
     if used.is_empty() {
         return MacroAccuracy {
@@ -88,7 +107,7 @@ pub fn macro_avg(parts: &[(usize, usize)]) -> MacroAccuracy {
     }
     let s = used.len() as f64;
     let acc = used.iter().map(|u| u.0).sum::<f64>() / s;
-    let var = used.iter().map(|&(p, n)| p * (1.0 - p) / n).sum::<f64>() / (s * s);
+    let var = used.iter().map(|u| u.1).sum::<f64>() / (s * s);
     let half = Z95 * var.sqrt();
     MacroAccuracy {
         subjects: used.len(),
@@ -129,6 +148,10 @@ mod tests {
         assert_eq!(a.subjects, 2);
         assert!((a.acc - 0.5).abs() < 1e-12);
         assert!(a.ci_low < 0.5 && a.ci_high > 0.5);
+        // Subjects at 100% still leave an interval.
+        let full = macro_avg(&[(10, 10), (5, 5)]);
+        assert_eq!(full.acc, 1.0);
+        assert!(full.ci_low < 0.9, "{full:?}");
         // Empty subjects do not drag the macro mean to zero.
         let b = macro_avg(&[(9, 10), (10, 100), (0, 0)]);
         assert_eq!(b, a);

@@ -88,6 +88,9 @@ impl CustomOp3 for LoraLinearOp {
     }
 
     fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The arguments still carry the forward graph; gradients built from them must not, or
+        // the optimizer state would keep every step's activations alive.
+        let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let g2 = rows(g)?;
         let x2 = rows(x)?;
         let w = self.w.dequantize().map_err(cerr)?.to_dtype(g.dtype())?;
@@ -132,6 +135,7 @@ impl CustomOp1 for FrozenLinearOp {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let x = &x.detach();
         let w = self.w.dequantize().map_err(cerr)?.to_dtype(g.dtype())?;
         Ok(Some(rows(g)?.matmul(&w)?.reshape(x.shape())?))
     }

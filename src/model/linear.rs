@@ -53,7 +53,7 @@ impl Linear {
                 None => y,
             });
         }
-        let mut y = frozen_matmul(x, &self.weight, ctx.mode, false)?;
+        let mut y = frozen_matmul(x, &self.weight, ctx.mode)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

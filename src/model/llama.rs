@@ -129,7 +129,7 @@ impl Attention {
         pos: usize,
         rope: &Rope,
         cache: Option<&mut KvCache>,
-        mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -154,15 +154,8 @@ impl Attention {
         // share a kv head are stacked along the row axis, (b, nkv, g·t, hd).
         let qg = q.reshape((b, nkv, g * t, hd))?;
         let scores = qg.matmul(&k.t()?)?; // (b, nkv, g·t, total)
-        let scores = match mask {
-            Some(m) => scores
-                .reshape((b, nh, t, total))?
-                .broadcast_add(m)?
-                .reshape((b, nkv, g * t, total))?,
-            None => scores,
-        };
         let scale = 1.0 / (hd as f64).sqrt();
-        let probs = super::ops::causal_softmax(&scores, scale, t, past, self.sliding_window)?;
+        let probs = super::ops::causal_softmax(&scores, scale, t, past, self.sliding_window, segments)?;
         let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
@@ -225,11 +218,11 @@ impl Block {
         pos: usize,
         rope: &Rope,
         cache: Option<&mut KvCache>,
-        mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, ctx.train)?;
-        let x = (x + self.self_attn.forward(&h, layer, pos, rope, cache, mask, ctx)?)?;
+        let x = (x + self.self_attn.forward(&h, layer, pos, rope, cache, segments, ctx)?)?;
         let h = self.post_attention_layernorm.forward(&x, ctx.train)?;
         Ok((&x + self.mlp.forward(&h, ctx)?)?)
     }
@@ -349,14 +342,14 @@ impl Llama {
     }
 
     /// Final hidden states (batch, seq, hidden) for tokens (batch, seq) at positions pos...
-    /// `mask`: an extra additive attention mask broadcastable to (batch, heads, seq, total),
-    /// e.g. block-diagonal for packed sequences.
+    /// `segments`: (batch, seq) u32 segment ids for packed sequences; a token attends only to
+    /// earlier tokens of its own segment.
     pub fn forward_hidden(
         &self,
         tokens: &Tensor,
         pos: usize,
         mut cache: Option<&mut KvCache>,
-        mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
@@ -369,14 +362,14 @@ impl Llama {
         }
         let mut x = self.embed(tokens)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, i, pos, &self.rope, cache.as_deref_mut(), mask, ctx)?;
+            x = block.forward(&x, i, pos, &self.rope, cache.as_deref_mut(), segments, ctx)?;
         }
         self.norm.forward(&x, ctx.train)
     }
 
     /// Block `i` alone (for gradient checkpointing, which re-runs blocks one at a time).
-    pub fn forward_block(&self, i: usize, x: &Tensor, pos: usize, mask: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
-        self.blocks[i].forward(x, i, pos, &self.rope, None, mask, ctx)
+    pub fn forward_block(&self, i: usize, x: &Tensor, pos: usize, segments: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+        self.blocks[i].forward(x, i, pos, &self.rope, None, segments, ctx)
     }
 
     /// The final RMSNorm.

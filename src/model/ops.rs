@@ -205,14 +205,29 @@ struct CausalSoftmaxOp {
     t: usize,
     past: usize,
     window: Option<usize>,
+    /// Packed sequences: segment id per key position, (batch, total); keys of another
+    /// segment are hidden. `rows_per_batch` = kv_heads·group·t.
+    segments: Option<(Vec<u32>, usize)>,
 }
 
 impl CausalSoftmaxOp {
-    /// Visible keys [lo, hi) for row r.
+    /// Visible keys [lo, hi) for row r (before segment masking).
     fn span(&self, r: usize) -> (usize, usize) {
         let q = self.past + r % self.t;
         let lo = self.window.map(|w| (q + 1).saturating_sub(w)).unwrap_or(0);
         (lo, q + 1)
+    }
+
+    /// Whether key j is hidden from row r by the segment mask.
+    fn other_segment(&self, r: usize, j: usize, total: usize) -> bool {
+        match &self.segments {
+            None => false,
+            Some((seg, per_batch)) => {
+                let b = r / per_batch;
+                let q = self.past + r % self.t;
+                seg[b * total + j] != seg[b * total + q]
+            }
+        }
     }
 }
 
@@ -231,6 +246,9 @@ impl CustomOp1 for CausalSoftmaxOp {
             let m = x[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max) * self.scale;
             let mut sum = 0f32;
             for i in lo..hi {
+                if self.other_segment(r, i, n) {
+                    continue;
+                }
                 y[i] = (x[i] * self.scale - m).exp();
                 sum += y[i];
             }
@@ -259,24 +277,39 @@ impl CustomOp1 for CausalSoftmaxOp {
 }
 
 /// softmax(scale·x + causal mask) over the last dim of (b, kv, group·t, total).
-pub fn causal_softmax(x: &Tensor, scale: f64, t: usize, past: usize, window: Option<usize>) -> Result<Tensor> {
+/// `segments` (b, total) u32: packed sequences attend only within their own segment.
+pub fn causal_softmax(
+    x: &Tensor,
+    scale: f64,
+    t: usize,
+    past: usize,
+    window: Option<usize>,
+    segments: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, kv, gt, total) = x.dims4()?;
+    let segments = match segments {
+        Some(s) => Some((s.flatten_all()?.to_vec1::<u32>()?, kv * gt)),
+        None => None,
+    };
+    let op = CausalSoftmaxOp { scale: scale as f32, t, past, window, segments };
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        let op = CausalSoftmaxOp { scale: scale as f32, t, past, window };
         return Ok(x.contiguous()?.apply_op1(op)?);
     }
-    // Elsewhere: build the additive mask and use candle's ops.
-    let (b, kv, gt, total) = x.dims4()?;
-    let op = CausalSoftmaxOp { scale: scale as f32, t, past, window };
-    let mut m = vec![f32::NEG_INFINITY; gt * total];
-    for r in 0..gt {
-        let (lo, hi) = op.span(r);
-        for j in lo..hi.min(total) {
-            m[r * total + j] = 0.0;
+    // Elsewhere: build the additive mask (b, 1, g·t, total) and use candle's ops.
+    let nb = if op.segments.is_some() { b } else { 1 };
+    let mut m = vec![f32::NEG_INFINITY; nb * gt * total];
+    for bi in 0..nb {
+        for r in 0..gt {
+            let (lo, hi) = op.span(r);
+            for j in lo..hi.min(total) {
+                if !op.other_segment(bi * kv * gt + r, j, total) {
+                    m[(bi * gt + r) * total + j] = 0.0;
+                }
+            }
         }
     }
-    let mask = Tensor::from_vec(m, (gt, total), x.device())?.to_dtype(x.dtype())?;
+    let mask = Tensor::from_vec(m, (nb, 1, gt, total), x.device())?.to_dtype(x.dtype())?;
     let z = (x * scale)?.broadcast_add(&mask)?;
-    let _ = (b, kv);
     Ok(candle_nn::ops::softmax(&z, D::Minus1)?)
 }
 
@@ -475,10 +508,10 @@ mod tests {
             }
         }
         let mask = Tensor::from_vec(m, (6, 5), &dev).unwrap();
-        let a = grad_of(|x| causal_softmax(x, 0.5, 3, 2, None).unwrap(), &x, &w);
+        let a = grad_of(|x| causal_softmax(x, 0.5, 3, 2, None, None).unwrap(), &x, &w);
         let b = grad_of(|x| candle_nn::ops::softmax(&(x * 0.5).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap(), &x, &w);
         assert_close(&a, &b, 1e-4);
-        let ya = causal_softmax(x.as_tensor(), 0.5, 3, 2, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ya = causal_softmax(x.as_tensor(), 0.5, 3, 2, None, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let yb = candle_nn::ops::softmax(&(x.as_tensor() * 0.5).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_close(&ya, &yb, 1e-5);
         let g = Var::rand(-3f32, 3.0, (4, 7), &dev).unwrap();

@@ -1,17 +1,16 @@
 //! Frozen base weights: dense tensors or quantized ggml blocks, and the matmuls over them.
 //!
-//! candle's `QMatMul` has no backward and fails silently (zero gradient to the input), so the
-//! training path goes through [`QLinearGrad`]: the forward is computed without a graph, and the
-//! backward multiplies the incoming gradient by the weight, dequantized just for that moment.
-//! No full-precision copy of the model is ever held.
+//! candle's `QMatMul` has no backward and fails silently (zero gradient to the input), so
+//! training never uses it: `lora::fused` computes the forward without a graph and its backward
+//! multiplies the incoming gradient by the weight, dequantized just for that moment. No
+//! full-precision copy of the model is ever held.
 
 pub mod kernels;
 pub mod types;
 
 use crate::error::Result;
-use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{DType, Tensor};
 use std::sync::Arc;
 
 /// A frozen weight of shape (out_features, in_features), or a 1-D norm/bias vector.
@@ -77,13 +76,9 @@ pub enum MatmulMode {
     Fast,
 }
 
-/// `x @ w^T` for x (.., in) and a frozen w (out, in), differentiable w.r.t. x.
-pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight, mode: MatmulMode, grad: bool) -> Result<Tensor> {
-    if grad {
-        // Compute without a graph, then attach the gradient rule dL/dx = dL/dy · W.
-        let y = plain_matmul(&x.detach(), &w.dequantize()?)?;
-        return Ok(x.apply_op2(&y, QLinearGrad { w: w.clone() })?);
-    }
+/// `x @ w^T` for x (.., in) and a frozen w (out, in), without gradients (inference, eval).
+/// Training goes through [`crate::lora::fused::linear_train`], which attaches them.
+pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight, mode: MatmulMode) -> Result<Tensor> {
     match (w, mode) {
         (FrozenWeight::Quantized(q), MatmulMode::Fast) => {
             if let Some(y) = kernels::try_matmul(x, q)? {
@@ -117,62 +112,4 @@ impl ForwardX for QMatMul {
         use candle_core::Module;
         self.forward(x)
     }
-}
-
-/// Backward-only op: forward passes the precomputed `y` through; backward sends
-/// `grad_y @ W` to `x`, dequantizing W only for that product.
-struct QLinearGrad {
-    w: FrozenWeight,
-}
-
-impl CustomOp2 for QLinearGrad {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _x: &CpuStorage,
-        _xl: &Layout,
-        y: &CpuStorage,
-        yl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        pass_through(y, yl)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _x: &candle_core::CudaStorage,
-        _xl: &Layout,
-        y: &candle_core::CudaStorage,
-        yl: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        pass_through(y, yl)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        _y: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let w = self
-            .w
-            .dequantize()
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
-            .to_dtype(grad.dtype())?;
-        // (.., out) @ (out, in) as one 2-D gemm.
-        let n = grad.dim(candle_core::D::Minus1)?;
-        let gx = grad.reshape(((), n))?.matmul(&w)?.reshape(x.shape())?;
-        Ok((Some(gx.to_dtype(x.dtype())?), None))
-    }
-}
-
-fn pass_through<S: BackendStorage>(y: &S, yl: &Layout) -> candle_core::Result<(S, Shape)> {
-    if !yl.is_contiguous() || yl.start_offset() != 0 {
-        candle_core::bail!("frozen-linear: internal output must be contiguous");
-    }
-    Ok((y.try_clone(yl)?, yl.shape().clone()))
 }

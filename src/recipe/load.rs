@@ -36,7 +36,8 @@ impl Recipe {
 
     /// The resolved recipe as YAML (what `ft train --dry-run` prints); it loads back unchanged.
     pub fn to_yaml(&self) -> Result<String> {
-        serde_yaml_ng::to_string(self).map_err(|e| fail(format!("cannot write recipe as YAML: {e}")))
+        serde_yaml_ng::to_string(self)
+            .map_err(|e| fail(format!("cannot write recipe as YAML: {e}")))
     }
 
     /// Text + overrides -> validated recipe, with `origin:line:col` on every error.
@@ -46,13 +47,20 @@ impl Recipe {
                 .location()
                 .map(|l| format!("{origin}:{}:{}", l.line(), l.column()))
                 .unwrap_or_else(|| origin.to_string());
-            fail(format!("{at}: invalid YAML: {}", strip_position(&e.to_string())))
+            fail(format!(
+                "{at}: invalid YAML: {}",
+                strip_position(&e.to_string())
+            ))
         })?;
         if tree.is_null() {
-            return Err(fail(format!("{origin}: empty recipe; it needs at least model.path and dataset.train")));
+            return Err(fail(format!(
+                "{origin}: empty recipe; it needs at least model.path and dataset.train"
+            )));
         }
         if !tree.is_mapping() {
-            return Err(fail(format!("{origin}:1:1: a recipe is a mapping of sections (model:, dataset:, ...)")));
+            return Err(fail(format!(
+                "{origin}:1:1: a recipe is a mapping of sections (model:, dataset:, ...)"
+            )));
         }
         let flags = sets
             .iter()
@@ -133,18 +141,36 @@ fn strip_position(msg: &str) -> String {
 fn serde_error(e: &serde_yaml_ng::Error, loc: &Locator, exact: bool) -> Error {
     let (path, msg) = split_serde_message(&e.to_string());
     let place = |key: &str| match (exact, e.location()) {
-        (true, Some(l)) if loc.sets.is_empty() => format!("{}:{}:{}", loc.origin, l.line(), l.column()),
+        (true, Some(l)) if loc.sets.is_empty() => {
+            format!("{}:{}:{}", loc.origin, l.line(), l.column())
+        }
         _ => loc.at(key),
     };
-    if let Some(field) = msg.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-        let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let full = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
         let (key, what) = match full.as_str() {
-            "model" | "model.path" => ("model.path", " (the base model: a GGUF file or a Hugging Face folder)"),
-            "dataset" | "dataset.train" => ("dataset.train", " (training data: a jsonl/parquet path, list or glob)"),
+            "model" | "model.path" => (
+                "model.path",
+                " (the base model: a GGUF file or a Hugging Face folder)",
+            ),
+            "dataset" | "dataset.train" => (
+                "dataset.train",
+                " (training data: a jsonl/parquet path, list or glob)",
+            ),
             _ => (full.as_str(), ""),
         };
         // Point at the section that lacks the key (its own line, not serde's end-of-map mark).
-        return fail(format!("{}: missing required key `{key}`{what}", loc.at(&path)));
+        return fail(format!(
+            "{}: missing required key `{key}`{what}",
+            loc.at(&path)
+        ));
     }
     let msg = plain_wording(&msg);
     let at = place(&path);

@@ -153,9 +153,17 @@ mod tests {
         let ix = KeyIndex::build(text);
         assert_eq!(ix.find("model.path"), Some((3, 3)));
         assert_eq!(ix.find("model.device"), Some((7, 3)));
-        assert_eq!(ix.find("model.a"), Some((2, 1)), "block scalar body is not a key");
+        assert_eq!(
+            ix.find("model.a"),
+            Some((2, 1)),
+            "block scalar body is not a key"
+        );
         assert_eq!(ix.find("dataset.format"), Some((11, 3)));
-        assert_eq!(ix.find("lora.r"), Some((12, 1)), "flow mapping: the section");
+        assert_eq!(
+            ix.find("lora.r"),
+            Some((12, 1)),
+            "flow mapping: the section"
+        );
         assert_eq!(ix.find("dataset.train[0]"), Some((9, 3)));
         assert_eq!(ix.find("nothing"), None);
     }

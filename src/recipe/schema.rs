@@ -7,7 +7,10 @@ use serde_yaml_ng::{Mapping, Value};
 /// Every section (dotted path, "" = top level) and the keys it accepts.
 /// `tests::schema_matches_structs` keeps this in step with the serde structs.
 pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
-    ("", &["model", "dataset", "lora", "train", "logging", "eval"]),
+    (
+        "",
+        &["model", "dataset", "lora", "train", "logging", "eval"],
+    ),
     ("model", &["path", "quantize", "chat_template", "device"]),
     (
         "dataset",
@@ -120,7 +123,10 @@ pub(crate) fn closest<'a>(word: &str, valid: &[&'a str]) -> Option<&'a str> {
 }
 
 pub(crate) fn keys_of(section: &str) -> Option<&'static [&'static str]> {
-    SECTIONS.iter().find(|(s, _)| *s == section).map(|(_, k)| *k)
+    SECTIONS
+        .iter()
+        .find(|(s, _)| *s == section)
+        .map(|(_, k)| *k)
 }
 
 fn join(section: &str, key: &str) -> String {
@@ -209,7 +215,11 @@ impl SetFlag {
         let Some((key, val)) = raw.split_once('=') else {
             return Err(format!("--set {raw}: expected key.path=value"));
         };
-        let path: Vec<String> = key.trim().split('.').map(|s| s.trim().to_string()).collect();
+        let path: Vec<String> = key
+            .trim()
+            .split('.')
+            .map(|s| s.trim().to_string())
+            .collect();
         if path.iter().any(|p| p.is_empty()) {
             return Err(format!("--set {raw}: empty key in `{}`", key.trim()));
         }
@@ -222,7 +232,10 @@ impl SetFlag {
                 ));
             };
             if !valid.contains(&part.as_str()) {
-                return Err(format!("--set {raw}: {}", unknown_key_message(&section, part)));
+                return Err(format!(
+                    "--set {raw}: {}",
+                    unknown_key_message(&section, part)
+                ));
             }
             if i + 1 < path.len() {
                 section = join(&section, part);
@@ -280,7 +293,9 @@ mod tests {
         let s = SetFlag::parse("train.lr=1e-3").unwrap();
         s.apply(&mut tree);
         assert_eq!(tree["train"]["lr"].as_f64(), Some(1e-3));
-        assert!(SetFlag::parse("train.learning_rate=1").unwrap_err().contains("did you mean `lr`"));
+        assert!(SetFlag::parse("train.learning_rate=1")
+            .unwrap_err()
+            .contains("did you mean `lr`"));
         assert!(SetFlag::parse("lora.r.x=1").is_err());
         assert!(SetFlag::parse("lora.r").is_err());
     }

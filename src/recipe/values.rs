@@ -181,28 +181,50 @@ impl Serialize for TargetModules {
     }
 }
 
-impl<'de> Deserialize<'de> for TargetModules {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let names = list_or_csv(d)?;
-        if names.len() == 1 && matches!(names[0].as_str(), "all-linear" | "all_linear") {
-            return Ok(TargetModules::AllLinear);
+impl TargetModules {
+    fn from_names(names: &[String]) -> std::result::Result<Self, String> {
+        if let [one] = names {
+            if matches!(one.as_str(), "all-linear" | "all_linear") {
+                return Ok(TargetModules::AllLinear);
+            }
         }
         let mut out = Vec::new();
-        for n in &names {
+        for n in names {
             let m: TargetModule = n
                 .parse()
-                .map_err(|e: String| de::Error::custom(format!("{e} or `all-linear`")))?;
+                .map_err(|e: String| format!("{e} or `all-linear`"))?;
             if out.contains(&m) {
-                return Err(de::Error::custom(format!("`{m}` is listed twice")));
+                return Err(format!("`{m}` is listed twice"));
             }
             out.push(m);
         }
         if out.is_empty() {
-            return Err(de::Error::custom(
-                "empty list; name at least one module or use `all-linear`",
-            ));
+            return Err("empty list; name at least one module or use `all-linear`".into());
         }
         Ok(TargetModules::List(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetModules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // Checked inside the visitor, so serde's error carries this key's path and position.
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = TargetModules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all-linear` or a list of module names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<TargetModules, E> {
+                TargetModules::from_names(&csv(v)).map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<TargetModules, A::Error> {
+                TargetModules::from_names(&strings(seq)?).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -310,17 +332,27 @@ impl Paths {
         let mut out = Vec::new();
         for pat in &self.0 {
             if pat.contains(['*', '?', '[']) {
-                let matches = glob::glob(pat).map_err(|e| recipe_err(key, &format!("bad glob `{pat}`: {e}")))?;
-                let mut found: Vec<PathBuf> = matches.filter_map(|m| m.ok()).filter(|p| p.is_file()).collect();
+                let matches = glob::glob(pat)
+                    .map_err(|e| recipe_err(key, &format!("bad glob `{pat}`: {e}")))?;
+                let mut found: Vec<PathBuf> = matches
+                    .filter_map(|m| m.ok())
+                    .filter(|p| p.is_file())
+                    .collect();
                 if found.is_empty() {
-                    return Err(recipe_err(key, &format!("no file matches `{pat}`{}", cwd_note())));
+                    return Err(recipe_err(
+                        key,
+                        &format!("no file matches `{pat}`{}", cwd_note()),
+                    ));
                 }
                 found.sort();
                 out.extend(found);
             } else if Path::new(pat).exists() {
                 out.push(PathBuf::from(pat));
             } else {
-                return Err(recipe_err(key, &format!("`{pat}` does not exist{}", cwd_note())));
+                return Err(recipe_err(
+                    key,
+                    &format!("`{pat}` does not exist{}", cwd_note()),
+                ));
             }
         }
         Ok(out)
@@ -364,7 +396,10 @@ impl<'de> Deserialize<'de> for Paths {
                 }
                 Ok(Paths(vec![v.to_string()]))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Paths, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Paths, A::Error> {
                 let mut out = Vec::new();
                 while let Some(p) = seq.next_element::<String>()? {
                     if p.trim().is_empty() {
@@ -382,8 +417,26 @@ impl<'de> Deserialize<'de> for Paths {
     }
 }
 
+fn csv(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn strings<'de, A: de::SeqAccess<'de>>(mut seq: A) -> std::result::Result<Vec<String>, A::Error> {
+    let mut out = Vec::new();
+    while let Some(s) = seq.next_element::<String>()? {
+        out.push(s.trim().to_string());
+    }
+    Ok(out)
+}
+
 /// A list of strings, or one comma-separated string (`"marketing, virology"`); entries trimmed.
-pub(crate) fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_csv<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
     struct V;
     impl<'de> de::Visitor<'de> for V {
         type Value = Vec<String>;
@@ -391,14 +444,13 @@ pub(crate) fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> std::result::Resul
             f.write_str("a list of names or a comma-separated string")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Vec<String>, E> {
-            Ok(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            Ok(csv(v))
         }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Vec<String>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(s) = seq.next_element::<String>()? {
-                out.push(s.trim().to_string());
-            }
-            Ok(out)
+        fn visit_seq<A: de::SeqAccess<'de>>(
+            self,
+            seq: A,
+        ) -> std::result::Result<Vec<String>, A::Error> {
+            strings(seq)
         }
     }
     d.deserialize_any(V)
@@ -409,14 +461,19 @@ pub(crate) fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> std::result::Resul
 pub(crate) mod toggle_path {
     use super::*;
 
-    pub fn serialize<S: Serializer>(v: &Option<PathBuf>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        v: &Option<PathBuf>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         match v {
             Some(p) => p.serialize(s),
             None => s.serialize_bool(false),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<PathBuf>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<PathBuf>, D::Error> {
         struct V;
         impl de::Visitor<'_> for V {
             type Value = Option<PathBuf>;

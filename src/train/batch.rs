@@ -163,8 +163,8 @@ pub struct Batch {
     pub target: Tensor,
     /// (b, t) f32: 1 where the target counts
     pub loss_mask: Tensor,
-    /// Additive attention mask (b, 1, t, t) for packed rows; None for padded batches.
-    pub attn_mask: Option<Tensor>,
+    /// Segment id of every position (b, t) u32 for packed rows; None for padded batches.
+    pub segments: Option<Tensor>,
     /// Tokens that entered the model (not padding).
     pub tokens: usize,
 }
@@ -190,7 +190,7 @@ pub fn pad_batch(examples: &[&Encoded], pad_id: u32, device: &Device) -> Result<
         input: Tensor::from_vec(input, (b, t), device)?,
         target: Tensor::from_vec(target, (b, t), device)?,
         loss_mask: Tensor::from_vec(mask, (b, t), device)?,
-        attn_mask: None,
+        segments: None,
         tokens,
     })
 }
@@ -214,7 +214,7 @@ pub fn pack(examples: &[Encoded], max_len: usize) -> Vec<Vec<Encoded>> {
     rows
 }
 
-/// A batch of packed rows with block-diagonal causal attention.
+/// A batch of packed rows: each example attends only to itself (segment ids).
 pub fn packed_batch(rows: &[&[Encoded]], pad_id: u32, device: &Device) -> Result<Batch> {
     let joined: Vec<(Encoded, Vec<usize>)> = rows
         .iter()
@@ -237,17 +237,13 @@ pub fn packed_batch(rows: &[&[Encoded]], pad_id: u32, device: &Device) -> Result
     let refs: Vec<&Encoded> = joined.iter().map(|(e, _)| e).collect();
     let mut batch = pad_batch(&refs, pad_id, device)?;
     let (b, t) = batch.input.dims2()?;
-    let mut m = vec![0f32; b * t * t];
+    // Padding gets its own segment so it never mixes with real tokens.
+    let mut ids = vec![u32::MAX; b * t];
     for (r, (_, seg)) in joined.iter().enumerate() {
-        for i in 0..t {
-            for j in 0..t {
-                let same = i < seg.len() - 1 && j < seg.len() - 1 && seg[i] == seg[j];
-                if !same && i != j {
-                    m[r * t * t + i * t + j] = f32::NEG_INFINITY;
-                }
-            }
+        for (i, &s) in seg.iter().take(t).enumerate() {
+            ids[r * t + i] = s as u32;
         }
     }
-    batch.attn_mask = Some(Tensor::from_vec(m, (b, 1, t, t), device)?);
+    batch.segments = Some(Tensor::from_vec(ids, (b, t), device)?);
     Ok(batch)
 }

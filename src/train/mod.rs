@@ -181,7 +181,7 @@ pub fn eval_loss(model: &Llama, rows: &[Encoded], batch_size: usize, pad: u32) -
 /// Loss of one micro-batch with the graph attached (training mode).
 pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<candle_core::Tensor> {
     let ctx = Ctx::train(seed);
-    let h = model.forward_hidden(&b.input, 0, None, b.attn_mask.as_ref(), &ctx)?;
+    let h = model.forward_hidden(&b.input, 0, None, b.segments.as_ref(), &ctx)?;
     let logits = model.logits(&h, &ctx)?;
     loss::masked_cross_entropy(&logits, &b.target, &b.loss_mask)
 }
@@ -192,7 +192,7 @@ pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<candle_core::Te
 /// of them, for about one extra forward pass of compute.
 pub fn checkpointed_grads(model: &Llama, b: &Batch, seed: u64, vars: &[(String, Var)]) -> Result<(f64, Vec<candle_core::Tensor>)> {
     let ctx = Ctx::train(seed);
-    let mask = b.attn_mask.as_ref();
+    let mask = b.segments.as_ref();
     let mut inputs = vec![model.embed(&b.input)?.detach()];
     for i in 0..model.blocks.len() {
         let x = inputs[i].clone();

@@ -63,7 +63,8 @@ impl AdamW {
         self.vars
             .iter()
             .map(|(_, v)| match store.get(v.as_tensor()) {
-                Some(g) => Ok(g.clone()),
+                // Detached: a gradient must never keep a forward graph alive.
+                Some(g) => Ok(g.detach()),
                 None => Ok(v.zeros_like()?),
             })
             .collect()

@@ -66,25 +66,63 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The host name for the file name, reduced to characters safe in a path.
+fn hostname() -> String {
+    let raw = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    if clean.is_empty() {
+        "localhost".into()
+    } else {
+        clean
+    }
+}
+
+/// Appends scalar events to one TensorBoard event file.
 pub struct EventWriter {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
 }
 
 impl EventWriter {
-    /// A new event file in `dir` (`events.out.tfevents.<secs>.<host>.ft`).
+    /// A new event file in `dir` (`events.out.tfevents.<secs>.<host>.ft`), opening with the
+    /// `brain.Event:2` version record TensorBoard expects first.
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let path = dir.join(format!("events.out.tfevents.{}.{host}.ft", now() as u64));
-        let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let base = format!("events.out.tfevents.{}.{}.ft", now() as u64, hostname());
+        // Never truncate another writer's file: two runs started within one second (a quick
+        // --resume, tests) get `.ft.1`, `.ft.2`; TensorBoard reads any name containing "tfevents".
+        let mut n = 0;
+        let (path, f) = loop {
+            let path = dir.join(if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            });
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        };
         let mut w = EventWriter {
             path,
             file: std::io::BufWriter::new(f),
         };
         w.write(&event(now(), 0, Some("brain.Event:2"), None))?;
+        w.flush()?;
         Ok(w)
     }
 
@@ -94,6 +132,7 @@ impl EventWriter {
             .map_err(|e| Error::io(&self.path, e))
     }
 
+    /// One scalar event (buffered; [`EventWriter::flush`] makes it visible to TensorBoard).
     pub fn add_scalar(&mut self, tag: &str, value: f32, step: i64) -> Result<()> {
         self.write(&event(now(), step, None, Some((tag, value))))
     }
@@ -108,6 +147,8 @@ impl EventWriter {
 }
 
 /// One JSON object per line: `{"step": N, "loss": .., ...}` (appends, so resumed runs continue).
+/// Each line is written whole and unbuffered, so a killed run leaves only complete lines;
+/// a non-finite value (NaN loss) is written as `null`, since JSON has no NaN.
 pub struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
@@ -135,7 +176,10 @@ impl MetricsLog {
         for (k, v) in metrics {
             m.insert((*k).into(), serde_json::json!(v));
         }
-        writeln!(self.file, "{}", serde_json::Value::Object(m)).map_err(|e| Error::io(&self.path, e))
+        let line = format!("{}\n", serde_json::Value::Object(m));
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -148,12 +192,18 @@ pub fn read_scalars(path: &Path) -> Result<Vec<(String, i64, f32)>> {
     while p < data.len() {
         let len_bytes = data.get(p..p + 8).ok_or_else(|| bad("truncated length"))?;
         let len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| bad("length"))?) as usize;
-        let crc = data.get(p + 8..p + 12).ok_or_else(|| bad("truncated crc"))?;
+        let crc = data
+            .get(p + 8..p + 12)
+            .ok_or_else(|| bad("truncated crc"))?;
         if u32::from_le_bytes(crc.try_into().map_err(|_| bad("crc"))?) != masked_crc(len_bytes) {
             return Err(bad("length crc mismatch"));
         }
-        let body = data.get(p + 12..p + 12 + len).ok_or_else(|| bad("truncated record"))?;
-        let dcrc = data.get(p + 12 + len..p + 16 + len).ok_or_else(|| bad("truncated data crc"))?;
+        let body = data
+            .get(p + 12..p + 12 + len)
+            .ok_or_else(|| bad("truncated record"))?;
+        let dcrc = data
+            .get(p + 12 + len..p + 16 + len)
+            .ok_or_else(|| bad("truncated data crc"))?;
         if u32::from_le_bytes(dcrc.try_into().map_err(|_| bad("crc"))?) != masked_crc(body) {
             return Err(bad("data crc mismatch"));
         }
@@ -223,10 +273,77 @@ mod tests {
 
     #[test]
     fn crc32c_masking_matches_tensorflow() {
-        // CRC32C("123456789") = 0xE3069283 (RFC 3720 check value).
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
-        let crc = 0xE306_9283u32;
-        assert_eq!(masked_crc(b"123456789"), ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8));
+        // Vectors from Python: tensorboard.compat.tensorflow_stub.pywrap_tensorflow.masked_crc32c.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283); // RFC 3720 check value
+        assert_eq!(masked_crc(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
+        assert_eq!(masked_crc(&5u64.to_le_bytes()), 0x3e04_b2ea);
+    }
+
+    #[test]
+    fn event_bytes_match_protobuf() {
+        // Event{wall_time: 1.0, step: 3, summary{value{tag: "a", simple_value: 0.5}}}, as
+        // tensorboard's own `event_pb2.Event(...).SerializeToString()` writes it.
+        let got = event(1.0, 3, None, Some(("a", 0.5)));
+        let want: &[u8] = &[
+            0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x03, 0x2a, 0x0a, 0x0a, 0x08, 0x0a, 0x01,
+            b'a', 0x15, 0, 0, 0, 0x3f,
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn two_writers_in_one_second_do_not_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = EventWriter::create(dir.path()).unwrap();
+        let mut b = EventWriter::create(dir.path()).unwrap();
+        assert_ne!(a.path(), b.path());
+        a.add_scalar("x", 1.0, 1).unwrap();
+        b.add_scalar("x", 2.0, 1).unwrap();
+        a.flush().unwrap();
+        b.flush().unwrap();
+        assert_eq!(read_scalars(a.path()).unwrap(), vec![("x".into(), 1, 1.0)]);
+        assert_eq!(read_scalars(b.path()).unwrap(), vec![("x".into(), 1, 2.0)]);
+    }
+
+    #[test]
+    fn metrics_jsonl_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/metrics.jsonl");
+        let mut m = MetricsLog::open(&p).unwrap();
+        m.log(1, &[("loss", 2.5), ("lr", 1e-3)]).unwrap();
+        m.log(2, &[("loss", f64::NAN)]).unwrap();
+        drop(m);
+        MetricsLog::open(&p)
+            .unwrap()
+            .log(3, &[("eval_loss", 1.0)])
+            .unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "reopening appends");
+        assert_eq!(lines[0]["step"], 1);
+        assert_eq!(lines[0]["lr"], 1e-3);
+        assert!(lines[1]["loss"].is_null());
+        assert_eq!(lines[2]["eval_loss"], 1.0);
+    }
+
+    /// Writes a sample file for `scripts/check_tensorboard.py` (TensorBoard's own reader):
+    /// `FT_TB_OUT=/tmp/tb cargo test --release --lib tensorboard -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_sample_for_tensorboard() {
+        let dir = std::env::var("FT_TB_OUT").unwrap_or_else(|_| "target/tb-sample".into());
+        let mut w = EventWriter::create(Path::new(&dir)).unwrap();
+        for step in 1..=5 {
+            w.add_scalar("train/loss", 3.0 / step as f32, step).unwrap();
+            w.add_scalar("train/lr", 1e-3, step).unwrap();
+        }
+        w.add_scalar("eval/loss", 0.75, 5).unwrap();
+        w.flush().unwrap();
+        println!("{}", w.path().display());
     }
 
     #[test]
@@ -240,7 +357,11 @@ mod tests {
         let got = read_scalars(w.path()).unwrap();
         assert_eq!(
             got,
-            vec![("train/loss".into(), 1, 2.5), ("train/loss".into(), 2, 1.25), ("eval/loss".into(), 2, 3.0)]
+            vec![
+                ("train/loss".into(), 1, 2.5),
+                ("train/loss".into(), 2, 1.25),
+                ("eval/loss".into(), 2, 3.0)
+            ]
         );
     }
 }

@@ -15,11 +15,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, ListArray, StringArray};
-use arrow::datatypes::{DataType, Field};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -190,13 +186,13 @@ fn kind_of(path: &Path) -> Option<Kind> {
 
 /// Questions grouped by subject in order of first appearance.
 #[derive(Default)]
-struct Groups {
+pub(super) struct Groups {
     subjects: Vec<Subject>,
     index: HashMap<String, usize>,
 }
 
 impl Groups {
-    fn push(&mut self, q: Question) {
+    pub(super) fn push(&mut self, q: Question) {
         let i = *self.index.entry(q.subject.clone()).or_insert_with(|| {
             self.subjects.push(Subject {
                 name: q.subject.clone(),
@@ -211,7 +207,7 @@ impl Groups {
 fn load_file(path: &Path, out: &mut Groups, skipped: &mut Vec<Skip>) -> Result<()> {
     let skipped_before = skipped.len();
     let loaded = match kind_of(path) {
-        Some(Kind::Parquet) => load_parquet(path, out)?,
+        Some(Kind::Parquet) => super::parquet::load_parquet(path, out)?,
         _ => load_jsonl(path, out, skipped)?,
     };
     if loaded == 0 {
@@ -283,9 +279,9 @@ fn parse_row(obj: &Map<String, Value>) -> std::result::Result<Row, String> {
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<_>>()
             .ok_or("field `choices` must be a list of 4 strings")?;
-        let choices: [String; 4] = texts
-            .try_into()
-            .map_err(|t: Vec<String>| format!("field `choices` has {} entries, expected 4", t.len()))?;
+        let choices: [String; 4] = texts.try_into().map_err(|t: Vec<String>| {
+            format!("field `choices` has {} entries, expected 4", t.len())
+        })?;
         let answer = parse_answer(obj.get("answer"), "answer")?;
         return make(subject, question, choices, answer).map(Row::Question);
     }
@@ -315,7 +311,7 @@ fn parse_row(obj: &Map<String, Value>) -> std::result::Result<Row, String> {
     }
 }
 
-fn make(
+pub(super) fn make(
     subject: String,
     question: String,
     choices: [String; 4],
@@ -345,7 +341,7 @@ fn str_field(obj: &Map<String, Value>, key: &str) -> std::result::Result<String,
 }
 
 /// `"A".."D"` (any case) or an integer 0..=3.
-fn parse_answer(v: Option<&Value>, key: &str) -> std::result::Result<usize, String> {
+pub(super) fn parse_answer(v: Option<&Value>, key: &str) -> std::result::Result<usize, String> {
     let bad = |got: String| format!("field `{key}` must be one of A, B, C, D or 0-3 (got {got})");
     match v {
         None => Err(format!("missing field `{key}`")),
@@ -374,129 +370,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// Hugging Face layout parquet: `question`, `subject`, `choices` (list of 4 strings), `answer` (int 0..3
-/// or a letter). Line numbers in errors are 1-based rows.
-fn load_parquet(path: &Path, out: &mut Groups) -> Result<usize> {
-    let fmt = |e: &dyn std::fmt::Display| Error::format(path, format!("parquet: {e}"));
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| fmt(&e))?
-        .build()
-        .map_err(|e| fmt(&e))?;
-    let mut row = 0usize;
-    for batch in reader {
-        let batch = batch.map_err(|e| fmt(&e))?;
-        let column = |name: &str| -> Result<&ArrayRef> {
-            batch.column_by_name(name).ok_or_else(|| {
-                Error::format(
-                    path,
-                    format!(
-                        "no `{name}` column; expected the Hugging Face MMLU layout \
-                         (question, subject, choices, answer)"
-                    ),
-                )
-            })
-        };
-        let question = as_strings(path, "question", column("question")?)?;
-        let subject = as_strings(path, "subject", column("subject")?)?;
-        let choices_col = column("choices")?;
-        let list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
-        let choices = arrow::compute::cast(choices_col, &list_type).map_err(|e| {
-            Error::format(path, format!("column `choices` is not a list of strings: {e}"))
-        })?;
-        let choices = choices
-            .as_any()
-            .downcast_ref::<ListArray>()
-            .ok_or_else(|| Error::format(path, "column `choices` is not a list of strings"))?;
-        let answer_col = column("answer")?;
-        let answers = Answers::new(path, answer_col)?;
-        for i in 0..batch.num_rows() {
-            row += 1;
-            let null = |name: &str| Error::data(path, row, format!("field `{name}` is null"));
-            if question.is_null(i) {
-                return Err(null("question"));
-            }
-            if subject.is_null(i) {
-                return Err(null("subject"));
-            }
-            if choices.is_null(i) {
-                return Err(null("choices"));
-            }
-            let list = choices.value(i);
-            let list = list
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| Error::data(path, row, "field `choices` is not a list of strings"))?;
-            if list.len() != 4 || list.null_count() > 0 {
-                return Err(Error::data(
-                    path,
-                    row,
-                    format!(
-                        "field `choices` must hold 4 strings (got {} entries, {} null)",
-                        list.len(),
-                        list.null_count()
-                    ),
-                ));
-            }
-            let choices4 = [0, 1, 2, 3].map(|k| list.value(k).to_string());
-            let answer = answers.get(i).map_err(|msg| Error::data(path, row, msg))?;
-            let q = make(
-                subject.value(i).to_string(),
-                question.value(i).to_string(),
-                choices4,
-                answer,
-            )
-            .map_err(|msg| Error::data(path, row, msg))?;
-            out.push(q);
-        }
-    }
-    Ok(row)
-}
-
-fn as_strings(path: &Path, name: &str, col: &ArrayRef) -> Result<StringArray> {
-    let cast = arrow::compute::cast(col, &DataType::Utf8)
-        .map_err(|e| Error::format(path, format!("column `{name}` is not text: {e}")))?;
-    cast.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| Error::format(path, format!("column `{name}` is not text")))
-}
-
-/// The `answer` column: integers (Hugging Face's class label) or letters.
-enum Answers {
-    Index(Int64Array),
-    Letter(StringArray),
-}
-
-impl Answers {
-    fn new(path: &Path, col: &ArrayRef) -> Result<Self> {
-        let bad = |e: String| Error::format(path, format!("column `answer`: {e}"));
-        match col.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                Ok(Answers::Letter(as_strings(path, "answer", col)?))
-            }
-            _ => {
-                let cast = arrow::compute::cast(col, &DataType::Int64)
-                    .map_err(|e| bad(format!("not an integer: {e}")))?;
-                cast.as_any()
-                    .downcast_ref::<Int64Array>()
-                    .cloned()
-                    .map(Answers::Index)
-                    .ok_or_else(|| bad("not an integer".into()))
-            }
-        }
-    }
-
-    fn get(&self, i: usize) -> std::result::Result<usize, String> {
-        let value = match self {
-            Answers::Index(a) if a.is_valid(i) => Value::from(a.value(i)),
-            Answers::Letter(a) if a.is_valid(i) => Value::from(a.value(i)),
-            _ => return Err("field `answer` is null".into()),
-        };
-        parse_answer(Some(&value), "answer")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,8 +383,12 @@ mod tests {
 
     #[test]
     fn both_jsonl_layouts_parse_to_the_same_question() {
-        let k = row(r#"{"question":"Q?","answer_a":"a","answer_b":"b","answer_c":"c","answer_d":"d","correct_answer":"C","topic":"high school  geography"}"#);
-        let h = row(r#"{"question":"Q?","subject":"high_school_geography","choices":["a","b","c","d"],"answer":2}"#);
+        let k = row(
+            r#"{"question":"Q?","answer_a":"a","answer_b":"b","answer_c":"c","answer_d":"d","correct_answer":"C","topic":"high school  geography"}"#,
+        );
+        let h = row(
+            r#"{"question":"Q?","subject":"high_school_geography","choices":["a","b","c","d"],"answer":2}"#,
+        );
         let (Ok(Row::Question(k)), Ok(Row::Question(h))) = (k, h) else {
             panic!("both rows must parse")
         };
@@ -522,22 +399,36 @@ mod tests {
 
     #[test]
     fn header_row_is_skipped_other_bad_answers_are_errors() {
-        let header = row(r#"{"question":"question","answer_a":"answer_a","answer_b":"answer_b","answer_c":"answer_c","answer_d":"answer_d","correct_answer":"answer","topic":"x"}"#);
+        let header = row(
+            r#"{"question":"question","answer_a":"answer_a","answer_b":"answer_b","answer_c":"answer_c","answer_d":"answer_d","correct_answer":"answer","topic":"x"}"#,
+        );
         assert!(matches!(header, Ok(Row::Header(_))));
-        let bad = row(r#"{"question":"Q","answer_a":"a","answer_b":"b","answer_c":"c","answer_d":"d","correct_answer":"E","topic":"x"}"#);
+        let bad = row(
+            r#"{"question":"Q","answer_a":"a","answer_b":"b","answer_c":"c","answer_d":"d","correct_answer":"E","topic":"x"}"#,
+        );
         let msg = bad.err().unwrap();
-        assert!(msg.contains("correct_answer") && msg.contains("\"E\""), "{msg}");
-        let missing = row(r#"{"question":"Q","answer_a":"a","answer_b":"b","answer_c":"c","correct_answer":"A","topic":"x"}"#);
+        assert!(
+            msg.contains("correct_answer") && msg.contains("\"E\""),
+            "{msg}"
+        );
+        let missing = row(
+            r#"{"question":"Q","answer_a":"a","answer_b":"b","answer_c":"c","correct_answer":"A","topic":"x"}"#,
+        );
         assert_eq!(missing.err().unwrap(), "missing field `answer_d`");
-        let five = row(r#"{"question":"Q","subject":"s","choices":["a","b","c","d","e"],"answer":0}"#);
+        let five =
+            row(r#"{"question":"Q","subject":"s","choices":["a","b","c","d","e"],"answer":0}"#);
         assert!(five.err().unwrap().contains("5 entries"));
-        let out_of_range = row(r#"{"question":"Q","subject":"s","choices":["a","b","c","d"],"answer":4}"#);
+        let out_of_range =
+            row(r#"{"question":"Q","subject":"s","choices":["a","b","c","d"],"answer":4}"#);
         assert!(out_of_range.err().unwrap().contains("got 4"));
     }
 
     #[test]
     fn canonical_subject_joins_words() {
-        assert_eq!(canonical_subject(" us  foreign_policy "), "us_foreign_policy");
+        assert_eq!(
+            canonical_subject(" us  foreign_policy "),
+            "us_foreign_policy"
+        );
         assert_eq!(canonical_subject("Marketing"), "Marketing");
     }
 }

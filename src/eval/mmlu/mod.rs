@@ -10,6 +10,7 @@
 //! ```
 
 mod load;
+mod parquet;
 mod prompt;
 mod score;
 mod subjects;

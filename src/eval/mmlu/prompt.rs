@@ -205,7 +205,10 @@ mod tests {
              Q1?\nA. w\nB. x\nC. y\nD. z\nAnswer: B\n\n"
         );
         assert_eq!(items.len(), 2);
-        assert_eq!(items[0].prompt_suffix, "Q5?\nA. w\nB. x\nC. y\nD. z\nAnswer:");
+        assert_eq!(
+            items[0].prompt_suffix,
+            "Q5?\nA. w\nB. x\nC. y\nD. z\nAnswer:"
+        );
         assert_eq!((items[0].gold, items[0].index_in_subject), (1, 5));
         assert_eq!(items[1].cloze_continuations[3], " z");
     }

@@ -75,9 +75,9 @@ pub fn run(
     let mut work = Vec::with_capacity(subjects.len());
     let (mut from_dev, mut from_file) = (0usize, 0usize);
     for name in subjects {
-        let subject = ds
-            .subject(name)
-            .ok_or_else(|| Error::invalid(format!("MMLU subject `{name}` is not in the data set")))?;
+        let subject = ds.subject(name).ok_or_else(|| {
+            Error::invalid(format!("MMLU subject `{name}` is not in the data set"))
+        })?;
         let (prefix, mut items) = match (opts.pool, ds.dev_for(name)) {
             (Some(pool), _) => {
                 from_file += 1;
@@ -111,10 +111,14 @@ pub fn run(
         let mut tally = Tally::default();
         for item in &w.items {
             let lp = match opts.style {
-                Style::Letter => scorer.letter_logprobs(&w.prefix, &item.prompt_suffix, &LETTERS)?,
-                Style::Cloze => {
-                    scorer.cloze_logprobs(&w.prefix, &item.prompt_suffix, &item.cloze_continuations)?
+                Style::Letter => {
+                    scorer.letter_logprobs(&w.prefix, &item.prompt_suffix, &LETTERS)?
                 }
+                Style::Cloze => scorer.cloze_logprobs(
+                    &w.prefix,
+                    &item.prompt_suffix,
+                    &item.cloze_continuations,
+                )?,
             };
             if lp.iter().any(|x| x.is_nan()) {
                 return Err(Error::invalid(format!(
@@ -198,7 +202,10 @@ impl Tally {
         if style == Style::Cloze {
             // lm-eval's acc_norm: log-prob per character of the choice text (without the space).
             let norm = [0, 1, 2, 3].map(|i| {
-                let chars = item.cloze_continuations[i].chars().count().saturating_sub(1);
+                let chars = item.cloze_continuations[i]
+                    .chars()
+                    .count()
+                    .saturating_sub(1);
                 lp[i] / chars.max(1) as f64
             });
             if argmax(&norm) == item.gold {

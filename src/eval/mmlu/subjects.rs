@@ -175,7 +175,9 @@ pub fn select(ds: &Dataset, spec: &str) -> Result<Vec<String>> {
 fn valid_names(names: &[&str]) -> String {
     let mut all = vec!["all"];
     all.extend(CATEGORIES.iter().map(|c| c.name()));
-    all.extend_from_slice(names);
+    let mut sorted = names.to_vec();
+    sorted.sort_unstable();
+    all.extend(sorted);
     all.join(", ")
 }
 
