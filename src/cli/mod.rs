@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod common;
 pub mod dry_run;
+pub mod eval;
 pub mod info;
 pub mod run;
 pub mod serve;
@@ -39,6 +40,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// OpenAI-compatible HTTP server (streaming), adapters by name, and a web chat page at /.
     Serve(serve::ServeArgs),
+    /// Evaluate: MMLU, perplexity, the held-out task; base vs fine-tuned side by side.
+    Eval(eval::EvalArgs),
     /// Prefill and decode throughput, llama-bench style.
     Bench(bench::BenchArgs),
     /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
@@ -52,6 +55,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Train(a) => train::run(a),
     }

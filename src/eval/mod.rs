@@ -1,5 +1,9 @@
 //! Evaluation: MMLU (letter and cloze styles, prefix-cached), perplexity, and the task metric
 //! of a held-out set; reports that put base and fine-tuned side by side.
 
+pub mod mmlu;
 pub mod perplexity;
+pub mod report;
+pub mod scorer;
 pub mod stats;
+pub mod task;

@@ -154,17 +154,17 @@ pub enum Event<'a> {
     Saved { step: usize, path: &'a std::path::Path },
 }
 
-/// Mean masked loss over `rows` without gradients.
+/// Mean masked loss over `rows` without gradients, with the training adapter (slot 0).
 pub fn eval_loss(model: &Llama, rows: &[Encoded], batch_size: usize, pad: u32) -> Result<Option<f64>> {
+    let ctx = Ctx::infer(crate::quant::MatmulMode::Exact, Some(0));
+    eval_loss_with(model, rows, batch_size, pad, ctx)
+}
+
+/// Mean masked loss over `rows` under `ctx` (any adapter slot or none).
+pub fn eval_loss_with(model: &Llama, rows: &[Encoded], batch_size: usize, pad: u32, ctx: Ctx) -> Result<Option<f64>> {
     if rows.is_empty() {
         return Ok(None);
     }
-    let ctx = Ctx {
-        mode: crate::quant::MatmulMode::Exact,
-        adapter: Some(0),
-        train: false,
-        seed: 0,
-    };
     let (mut sum, mut count) = (0f64, 0f64);
     for chunk in rows.chunks(batch_size.max(1)) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
