@@ -56,7 +56,11 @@ impl Sampler {
                 (None, None) => Sampling::All { temperature: t },
                 (Some(k), None) => Sampling::TopK { k, temperature: t },
                 (None, Some(p)) => Sampling::TopP { p, temperature: t },
-                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature: t },
+                (Some(k), Some(p)) => Sampling::TopKThenTopP {
+                    k,
+                    p,
+                    temperature: t,
+                },
             }
         };
         Sampler {
@@ -151,7 +155,9 @@ impl<'m> Session<'m> {
             )));
         }
         let input = Tensor::new(ids, &self.model.device)?.unsqueeze(0)?;
-        let logits = self.model.forward(&input, pos, Some(&mut self.cache), &self.ctx)?;
+        let logits = self
+            .model
+            .forward(&input, pos, Some(&mut self.cache), &self.ctx)?;
         self.tokens.extend_from_slice(ids);
         Ok(logits.squeeze(0)?.to_device(&Device::Cpu)?)
     }
@@ -192,7 +198,10 @@ impl<'t> TextStream<'t> {
         self.ids.push(id);
         let text = self.tok.decode(&self.ids, true)?;
         // An incomplete UTF-8 sequence decodes to U+FFFD: wait for the rest.
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+        if text.ends_with('\u{FFFD}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
             return Ok(String::new());
         }
         let delta = text[self.emitted..].to_string();
@@ -237,7 +246,12 @@ impl StopMatcher {
     /// Feed new text; returns (text safe to emit, whether a stop string was hit).
     pub fn push(&mut self, delta: &str) -> (String, bool) {
         self.pending.push_str(delta);
-        if let Some(cut) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(cut) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let out = self.pending[..cut].to_string();
             self.pending.clear();
             return (out, true);

@@ -16,8 +16,8 @@ pub mod lora;
 pub mod model;
 pub mod quant;
 pub mod recipe;
-pub mod testing;
 pub mod serve;
+pub mod testing;
 pub mod tokenizer;
 pub mod train;
 

@@ -42,23 +42,36 @@ pub fn random_weights(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>
     let dev = Device::Cpu;
     let mat = |rows: usize, cols: usize, rng: &mut rand::rngs::StdRng| -> Result<Tensor> {
         let s = 1.0 / (cols as f32).sqrt();
-        let v: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-s..s) * 1.7).collect();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-s..s) * 1.7)
+            .collect();
         Ok(Tensor::from_vec(v, (rows, cols), &dev)?)
     };
     let h = cfg.hidden_size;
-    w.insert("model.embed_tokens.weight".into(), mat(cfg.vocab_size, h, &mut rng)?);
+    w.insert(
+        "model.embed_tokens.weight".into(),
+        mat(cfg.vocab_size, h, &mut rng)?,
+    );
     for i in 0..cfg.num_layers {
         for short in crate::lora::ALL_TARGETS {
             let (fin, fout) = cfg.proj_shape(short).unwrap_or((h, h));
-            let name = crate::model::names::layer(i, crate::model::names::proj_path(short), "weight");
+            let name =
+                crate::model::names::layer(i, crate::model::names::proj_path(short), "weight");
             w.insert(name, mat(fout, fin, &mut rng)?);
         }
         for n in ["input_layernorm", "post_attention_layernorm"] {
-            let v: Vec<f32> = (0..h).map(|_| 1.0 + rng.random_range(-0.1f32..0.1)).collect();
-            w.insert(crate::model::names::layer(i, n, "weight"), Tensor::from_vec(v, h, &dev)?);
+            let v: Vec<f32> = (0..h)
+                .map(|_| 1.0 + rng.random_range(-0.1f32..0.1))
+                .collect();
+            w.insert(
+                crate::model::names::layer(i, n, "weight"),
+                Tensor::from_vec(v, h, &dev)?,
+            );
         }
     }
-    let v: Vec<f32> = (0..h).map(|_| 1.0 + rng.random_range(-0.1f32..0.1)).collect();
+    let v: Vec<f32> = (0..h)
+        .map(|_| 1.0 + rng.random_range(-0.1f32..0.1))
+        .collect();
     w.insert("model.norm.weight".into(), Tensor::from_vec(v, h, &dev)?);
     if !cfg.tie_word_embeddings {
         w.insert("lm_head.weight".into(), mat(cfg.vocab_size, h, &mut rng)?);
@@ -96,7 +109,9 @@ pub fn tiny_model(seed: u64, quantize: Option<candle_core::quantized::GgmlDType>
 
 /// GPT-2's byte -> printable character map (bytes that are not printable move to U+0100...).
 pub fn byte_to_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u8| {
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if printable(b) {
         return b as char;
     }
@@ -126,9 +141,14 @@ pub fn tiny_vocab() -> GgufVocab {
 pub fn write_hf_dir(dir: &Path, cfg: &Config, weights: &HashMap<String, Tensor>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let w = |name: &str, bytes: &[u8]| crate::error::write_atomic(&dir.join(name), bytes);
-    w("config.json", serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes())?;
+    w(
+        "config.json",
+        serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),
+    )?;
     let tk = tiny_vocab().build()?;
-    let json = tk.to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let json = tk
+        .to_string(true)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
     w("tokenizer.json", json.as_bytes())?;
     let tc = serde_json::json!({
         "bos_token": null,
@@ -136,9 +156,17 @@ pub fn write_hf_dir(dir: &Path, cfg: &Config, weights: &HashMap<String, Tensor>)
         "add_bos_token": false,
         "chat_template": crate::tokenizer::template::CHATML,
     });
-    w("tokenizer_config.json", serde_json::to_string_pretty(&tc)?.as_bytes())?;
+    w(
+        "tokenizer_config.json",
+        serde_json::to_string_pretty(&tc)?.as_bytes(),
+    )?;
     let eos = 256 + 2;
-    w("generation_config.json", serde_json::json!({"eos_token_id": eos}).to_string().as_bytes())?;
+    w(
+        "generation_config.json",
+        serde_json::json!({"eos_token_id": eos})
+            .to_string()
+            .as_bytes(),
+    )?;
     let f32w: HashMap<String, Tensor> = weights
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F32)?)))

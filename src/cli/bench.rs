@@ -12,7 +12,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Prompt lengths to time (comma-separated).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_prompt: Vec<usize>,
     /// Tokens to decode.
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
@@ -41,14 +46,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let ctx = Ctx::infer(a.model.mode(), a.model.adapter_slot());
     let vocab = model.config.vocab_size as u32;
     // Deterministic pseudo-text: the ids do not matter for speed.
-    let ids = |n: usize| -> Vec<u32> { (0..n as u32).map(|i| (i * 7919 + 13) % vocab.min(30000)).collect() };
+    let ids = |n: usize| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| (i * 7919 + 13) % vocab.min(30000))
+            .collect()
+    };
     let reps = a.reps.max(1);
     let mut rows = Vec::new();
     // Warm-up: first touches of the weights and allocator.
     Session::new(model, ctx).feed_all(&ids(8))?;
     for &p in &a.n_prompt {
         if p == 0 || p + a.n_gen > model.max_positions() {
-            bail!("-p {p} with -n {} does not fit the context of {}", a.n_gen, model.max_positions());
+            bail!(
+                "-p {p} with -n {} does not fit the context of {}",
+                a.n_gen,
+                model.max_positions()
+            );
         }
         let mut speeds = Vec::new();
         let mut ttft = Vec::new();
@@ -92,8 +105,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("| model | threads | test | t/s | TTFT ms |");
         println!("|---|---:|---:|---:|---:|");
         for (test, (m, sd), ttft) in &rows {
-            let tt = ttft.map(|(m, sd)| format!("{m:.1} ± {sd:.1}")).unwrap_or_else(|| "-".into());
-            println!("| {} | {threads} | {test} | {m:.2} ± {sd:.2} | {tt} |", a.model.model.display());
+            let tt = ttft
+                .map(|(m, sd)| format!("{m:.1} ± {sd:.1}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "| {} | {threads} | {test} | {m:.2} ± {sd:.2} | {tt} |",
+                a.model.model.display()
+            );
         }
     }
     Ok(())

@@ -101,8 +101,10 @@ struct Plan {
 fn bar(len: usize, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len as u64);
     b.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     b.set_message(what.to_string());
     b
@@ -112,33 +114,67 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if !matches!(a.format.as_str(), "markdown" | "json") {
         bail!("--format must be markdown or json (got `{}`)", a.format);
     }
-    let style: Style = a.style.parse().map_err(|e: ft::Error| anyhow::anyhow!("--style: {e}"))?;
+    let style: Style = a
+        .style
+        .parse()
+        .map_err(|e: ft::Error| anyhow::anyhow!("--style: {e}"))?;
     // What to run, and on which (model, adapter) columns.
     let (model, adapters, labels, plan) = match &a.recipe {
         Some(rp) => {
             let r = ft::recipe::Recipe::load(rp, &[])?;
             let out = &r.train.output_dir;
             if !out.join(ft::lora::peft::CONFIG_FILE).exists() {
-                bail!("{}: no trained adapter in train.output_dir `{}`; run `ft train {}` first", rp.display(), out.display(), rp.display());
+                bail!(
+                    "{}: no trained adapter in train.output_dir `{}`; run `ft train {}` first",
+                    rp.display(),
+                    out.display(),
+                    rp.display()
+                );
             }
             let plan = Plan {
-                mmlu: r.eval.mmlu.as_ref().map(|m| (m.path.clone(), m.subjects.join(","), m.shots, m.limit)),
-                perplexity: r.eval.perplexity.clone().or_else(|| r.dataset.eval.as_ref().and_then(|p| p.0.first().map(PathBuf::from))),
-                task: r.eval.task.as_ref().map(|t| (t.path.clone(), t.max_new_tokens)),
+                mmlu: r
+                    .eval
+                    .mmlu
+                    .as_ref()
+                    .map(|m| (m.path.clone(), m.subjects.join(","), m.shots, m.limit)),
+                perplexity: r.eval.perplexity.clone().or_else(|| {
+                    r.dataset
+                        .eval
+                        .as_ref()
+                        .and_then(|p| p.0.first().map(PathBuf::from))
+                }),
+                task: r
+                    .eval
+                    .task
+                    .as_ref()
+                    .map(|t| (t.path.clone(), t.max_new_tokens)),
             };
-            (r.model.path.clone(), vec![out.clone()], vec!["base".to_string(), "tuned".to_string()], plan)
+            (
+                r.model.path.clone(),
+                vec![out.clone()],
+                vec!["base".to_string(), "tuned".to_string()],
+                plan,
+            )
         }
         None => {
             let Some(m) = a.model.clone() else {
                 bail!("give a recipe, or -m MODEL with --mmlu, --perplexity or --task");
             };
             let plan = Plan {
-                mmlu: a.mmlu.clone().map(|p| (p, a.subjects.clone(), a.shots, a.limit)),
+                mmlu: a
+                    .mmlu
+                    .clone()
+                    .map(|p| (p, a.subjects.clone(), a.shots, a.limit)),
                 perplexity: a.perplexity.clone(),
                 task: a.task.clone().map(|p| (p, a.max_new_tokens)),
             };
             let mut adapters: Vec<PathBuf> = a.adapter.iter().cloned().collect();
-            let mut labels = vec![if a.adapter.is_some() { "adapter" } else { "model" }.to_string()];
+            let mut labels = vec![if a.adapter.is_some() {
+                "adapter"
+            } else {
+                "model"
+            }
+            .to_string()];
             if let Some(c) = &a.compare {
                 if c.join(ft::lora::peft::CONFIG_FILE).exists() {
                     adapters.push(c.clone());
@@ -151,7 +187,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if plan.mmlu.is_none() && plan.perplexity.is_none() && plan.task.is_none() {
         bail!("nothing to evaluate: give --mmlu, --perplexity or --task (or a recipe with an eval: section)");
     }
-    let mode = if a.fast { MatmulMode::Fast } else { MatmulMode::Exact };
+    let mode = if a.fast {
+        MatmulMode::Fast
+    } else {
+        MatmulMode::Exact
+    };
     let opts = LoadOptions {
         device: ft::device::parse(&a.device)?,
         max_positions: Some(a.ctx.max(4096)),
@@ -175,30 +215,82 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let mut results: Vec<Results> = Vec::new();
     for (label, slot) in &columns {
-        results.push(evaluate(&a, &loaded, &model, Ctx::infer(mode, *slot), label, &plan, style)?);
+        results.push(evaluate(
+            &a,
+            &loaded,
+            &model,
+            Ctx::infer(mode, *slot),
+            label,
+            &plan,
+            style,
+        )?);
     }
     // --compare with another model (not an adapter): load it and run the same plan.
     if let (None, Some(c)) = (&a.recipe, &a.compare) {
         if !c.join(ft::lora::peft::CONFIG_FILE).exists() {
-            let other = ft::model::load(c, &LoadOptions { adapters: vec![], ..opts.clone() })
-                .with_context(|| format!("--compare {}", c.display()))?;
-            results.push(evaluate(&a, &other, c, Ctx::infer(mode, None), "compare", &plan, style)?);
+            let other = ft::model::load(
+                c,
+                &LoadOptions {
+                    adapters: vec![],
+                    ..opts.clone()
+                },
+            )
+            .with_context(|| format!("--compare {}", c.display()))?;
+            results.push(evaluate(
+                &a,
+                &other,
+                c,
+                Ctx::infer(mode, None),
+                "compare",
+                &plan,
+                style,
+            )?);
         }
     }
     print(&a, &results)
 }
 
-fn evaluate(a: &EvalArgs, loaded: &Loaded, path: &Path, ctx: Ctx, label: &str, plan: &Plan, style: Style) -> Result<Results> {
-    let mut r = Results { label: label.to_string(), ..Default::default() };
+fn evaluate(
+    a: &EvalArgs,
+    loaded: &Loaded,
+    path: &Path,
+    ctx: Ctx,
+    label: &str,
+    plan: &Plan,
+    style: Style,
+) -> Result<Results> {
+    let mut r = Results {
+        label: label.to_string(),
+        ..Default::default()
+    };
     let template = super::run::template(loaded, None)?;
     if let Some((data, subjects, shots, limit)) = &plan.mmlu {
         let ds = mmlu::load(data)?;
         if !ds.skipped.is_empty() {
-            eprintln!("ft eval: skipped {} malformed MMLU rows ({})", ds.skipped.len(), ds.skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "));
+            eprintln!(
+                "ft eval: skipped {} malformed MMLU rows ({})",
+                ds.skipped.len(),
+                ds.skipped
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
         let names = mmlu::select(&ds, subjects)?;
-        let o = MmluOptions { shots: *shots, limit: *limit, style, pool: a.shot_pool, chat: a.chat };
-        let mut scorer = ModelScorer::new(&loaded.model, &loaded.tokenizer, ctx, a.chat.then(|| template.clone()));
+        let o = MmluOptions {
+            shots: *shots,
+            limit: *limit,
+            style,
+            pool: a.shot_pool,
+            chat: a.chat,
+        };
+        let mut scorer = ModelScorer::new(
+            &loaded.model,
+            &loaded.tokenizer,
+            ctx,
+            a.chat.then(|| template.clone()),
+        );
         scorer.reuse_prefix = !a.no_prefix_cache;
         let b = bar(0, &format!("{label}: MMLU"));
         let mut rep = mmlu::run(&ds, &names, &o, &mut scorer, |done, total| {
@@ -215,14 +307,25 @@ fn evaluate(a: &EvalArgs, loaded: &Loaded, path: &Path, ctx: Ctx, label: &str, p
         if matches!(ext, "jsonl" | "json" | "parquet") {
             let format: ft::data::Format = serde_json::from_value(serde_json::json!(a.data_format))
                 .with_context(|| format!("--data-format `{}`", a.data_format))?;
-            let read = ft::data::read_examples(&[p.clone()], format, ft::data::FieldMap::default())?;
-            let enc = ft::train::batch::Encoder { tokenizer: &loaded.tokenizer, template: &template, max_len: a.ctx, train_on_prompt: false };
+            let read =
+                ft::data::read_examples(&[p.clone()], format, ft::data::FieldMap::default())?;
+            let enc = ft::train::batch::Encoder {
+                tokenizer: &loaded.tokenizer,
+                template: &template,
+                max_len: a.ctx,
+                train_on_prompt: false,
+            };
             let (rows, _) = enc.encode_all(&read.examples)?;
             let model = &loaded.model;
-            let loss = ft::train::eval_loss_with(model, &rows, 4, loaded.tokenizer.eos.unwrap_or(0), ctx)?;
+            let loss =
+                ft::train::eval_loss_with(model, &rows, 4, loaded.tokenizer.eos.unwrap_or(0), ctx)?;
             r.dataset_loss = loss;
             if let Some(l) = loss {
-                eprintln!("ft eval [{label}]: {} examples, masked loss {l:.4} (perplexity {:.3})", rows.len(), l.exp());
+                eprintln!(
+                    "ft eval [{label}]: {} examples, masked loss {l:.4} (perplexity {:.3})",
+                    rows.len(),
+                    l.exp()
+                );
             }
         } else {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
@@ -233,16 +336,30 @@ fn evaluate(a: &EvalArgs, loaded: &Loaded, path: &Path, ctx: Ctx, label: &str, p
                 b.set_position(d as u64);
             })?;
             b.finish_and_clear();
-            eprintln!("ft eval [{label}]: perplexity {:.4} ± {:.4} over {} tokens ({} chunks of {}, {})", ppl.ppl, ppl.ppl_stderr, ppl.scored_tokens, ppl.chunks, ppl.ctx, ppl.method);
+            eprintln!(
+                "ft eval [{label}]: perplexity {:.4} ± {:.4} over {} tokens ({} chunks of {}, {})",
+                ppl.ppl, ppl.ppl_stderr, ppl.scored_tokens, ppl.chunks, ppl.ctx, ppl.method
+            );
             r.perplexity = Some(ppl);
         }
     }
     if let Some((p, max_new)) = &plan.task {
         let items = task::load(p)?;
         let b = bar(items.len(), &format!("{label}: task"));
-        let rep = task::run(&loaded.model, &loaded.tokenizer, &template, ctx, &items, *max_new, |d, _| b.set_position(d as u64))?;
+        let rep = task::run(
+            &loaded.model,
+            &loaded.tokenizer,
+            &template,
+            ctx,
+            &items,
+            *max_new,
+            |d, _| b.set_position(d as u64),
+        )?;
         b.finish_and_clear();
-        eprintln!("ft eval [{label}]: fact-match {:.3} ({} questions), fact recall {:.3}", rep.fact_match_rate, rep.questions, rep.fact_recall);
+        eprintln!(
+            "ft eval [{label}]: fact-match {:.3} ({} questions), fact recall {:.3}",
+            rep.fact_match_rate, rep.questions, rep.fact_recall
+        );
         r.task = Some(rep);
     }
     Ok(r)
@@ -259,13 +376,19 @@ fn print(a: &EvalArgs, results: &[Results]) -> Result<()> {
             println!("{}", m.to_markdown());
         }
         if let Some(p) = &r.perplexity {
-            println!("perplexity: {:.4} ± {:.4} ({} tokens, ctx {}, {})", p.ppl, p.ppl_stderr, p.scored_tokens, p.ctx, p.method);
+            println!(
+                "perplexity: {:.4} ± {:.4} ({} tokens, ctx {}, {})",
+                p.ppl, p.ppl_stderr, p.scored_tokens, p.ctx, p.method
+            );
         }
         if let Some(l) = r.dataset_loss {
             println!("dataset loss: {l:.4} (perplexity {:.3})", l.exp());
         }
         if let Some(t) = &r.task {
-            println!("task: fact-match {:.3}, fact recall {:.3} over {} questions", t.fact_match_rate, t.fact_recall, t.questions);
+            println!(
+                "task: fact-match {:.3}, fact recall {:.3} over {} questions",
+                t.fact_match_rate, t.fact_recall, t.questions
+            );
         }
         return Ok(());
     }
@@ -273,13 +396,33 @@ fn print(a: &EvalArgs, results: &[Results]) -> Result<()> {
     let mut rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
     if let (Some(mb), Some(mt)) = (&b.mmlu, &t.mmlu) {
         println!("{}", ft::eval::report::compare(mb, mt));
-        rows.push(("MMLU micro acc".into(), Some(mb.micro.acc), Some(mt.micro.acc)));
-        rows.push(("MMLU macro acc".into(), Some(mb.macro_.acc), Some(mt.macro_.acc)));
+        rows.push((
+            "MMLU micro acc".into(),
+            Some(mb.micro.acc),
+            Some(mt.micro.acc),
+        ));
+        rows.push((
+            "MMLU macro acc".into(),
+            Some(mb.macro_.acc),
+            Some(mt.macro_.acc),
+        ));
     }
-    rows.push(("perplexity".into(), b.perplexity.as_ref().map(|p| p.ppl), t.perplexity.as_ref().map(|p| p.ppl)));
+    rows.push((
+        "perplexity".into(),
+        b.perplexity.as_ref().map(|p| p.ppl),
+        t.perplexity.as_ref().map(|p| p.ppl),
+    ));
     rows.push(("held-out loss".into(), b.dataset_loss, t.dataset_loss));
-    rows.push(("task fact-match rate".into(), b.task.as_ref().map(|x| x.fact_match_rate), t.task.as_ref().map(|x| x.fact_match_rate)));
-    rows.push(("task fact recall".into(), b.task.as_ref().map(|x| x.fact_recall), t.task.as_ref().map(|x| x.fact_recall)));
+    rows.push((
+        "task fact-match rate".into(),
+        b.task.as_ref().map(|x| x.fact_match_rate),
+        t.task.as_ref().map(|x| x.fact_match_rate),
+    ));
+    rows.push((
+        "task fact recall".into(),
+        b.task.as_ref().map(|x| x.fact_recall),
+        t.task.as_ref().map(|x| x.fact_recall),
+    ));
     rows.retain(|r| r.1.is_some() || r.2.is_some());
     println!("{} vs {}\n{}", b.label, t.label, side_by_side(&rows));
     Ok(())

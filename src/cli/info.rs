@@ -35,7 +35,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
         add(&m.lm_head.weight);
     }
     let tok = &loaded.tokenizer;
-    let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_else(|| "-".into());
+    let name = |id: Option<u32>| {
+        id.and_then(|i| tok.id_to_token(i))
+            .unwrap_or_else(|| "-".into())
+    };
     if a.json {
         let v = serde_json::json!({
             "path": a.model, "format": loaded.source.format, "name": loaded.source.name,
@@ -49,14 +52,26 @@ pub fn run(a: InfoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("model          {} ({})", loaded.source.name, loaded.source.format);
+    println!(
+        "model          {} ({})",
+        loaded.source.name, loaded.source.format
+    );
     println!("path           {}", a.model.display());
     println!("architecture   {}", c.arch.name());
     println!("parameters     {:.1} M", c.param_count() as f64 / 1e6);
     println!("layers         {}", c.num_layers);
-    println!("hidden         {} (ffn {})", c.hidden_size, c.intermediate_size);
-    println!("heads          {} query / {} key-value, head dim {}", c.num_heads, c.num_kv_heads, c.head_dim);
-    println!("context        {} (rope theta {})", c.max_position_embeddings, c.rope_theta);
+    println!(
+        "hidden         {} (ffn {})",
+        c.hidden_size, c.intermediate_size
+    );
+    println!(
+        "heads          {} query / {} key-value, head dim {}",
+        c.num_heads, c.num_kv_heads, c.head_dim
+    );
+    println!(
+        "context        {} (rope theta {})",
+        c.max_position_embeddings, c.rope_theta
+    );
     println!("rms eps        {:e}", c.rms_norm_eps);
     println!("tied embedding {}", c.tie_word_embeddings);
     if let Some(w) = c.sliding_window {
@@ -64,11 +79,26 @@ pub fn run(a: InfoArgs) -> Result<()> {
     }
     println!("weights:");
     for (t, (n, b)) in &mix {
-        println!("  {t:<6} {n:>4} tensors  {:>8.1} MiB", *b as f64 / (1 << 20) as f64);
+        println!(
+            "  {t:<6} {n:>4} tensors  {:>8.1} MiB",
+            *b as f64 / (1 << 20) as f64
+        );
     }
-    println!("vocabulary     {} tokens ({} / pre-tokenizer {})", tok.vocab_size(), tok.vocab.model, tok.vocab.pre);
+    println!(
+        "vocabulary     {} tokens ({} / pre-tokenizer {})",
+        tok.vocab_size(),
+        tok.vocab.model,
+        tok.vocab.pre
+    );
     println!("bos / eos      {} / {}", name(tok.bos), name(tok.eos));
-    println!("stop tokens    {}", tok.stop.iter().map(|&i| name(Some(i))).collect::<Vec<_>>().join(" "));
+    println!(
+        "stop tokens    {}",
+        tok.stop
+            .iter()
+            .map(|&i| name(Some(i)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     match &loaded.template {
         Some(t) => println!("chat template\n{}", t.source),
         None => println!("chat template  (none; ft uses chatml)"),

@@ -100,7 +100,10 @@ pub fn run(a: RunArgs) -> Result<()> {
             msgs.push(Message::new("system", s.clone()));
         }
         msgs.push(Message::new("user", a.prompt.clone()));
-        (template(&loaded, a.chat_template.as_deref())?.render(&msgs, true)?, true)
+        (
+            template(&loaded, a.chat_template.as_deref())?.render(&msgs, true)?,
+            true,
+        )
     } else {
         (a.prompt.clone(), !a.no_special)
     };
@@ -175,7 +178,9 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     loop {
         let line = match rl.readline("> ") {
             Ok(l) => l,
-            Err(rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted) => break,
+            Err(
+                rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted,
+            ) => break,
             Err(e) => return Err(e.into()),
         };
         let line = line.trim();

@@ -72,7 +72,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_positions: a.ctx,
         adapters: dirs,
     };
-    let loaded = ft::model::load(&a.model, &opts).with_context(|| format!("{}", a.model.display()))?;
+    let loaded =
+        ft::model::load(&a.model, &opts).with_context(|| format!("{}", a.model.display()))?;
     let template = super::run::template(&loaded, a.chat_template.as_deref())?;
     // The file or folder name: what users typed, and an id without spaces.
     let stem = a

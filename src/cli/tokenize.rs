@@ -36,8 +36,12 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     let tok = load_tokenizer(&a.model)?;
     let mut input = String::new();
     match a.file.as_deref() {
-        None => std::io::stdin().read_to_string(&mut input).context("reading stdin")?,
-        Some(p) if p == Path::new("-") => std::io::stdin().read_to_string(&mut input).context("reading stdin")?,
+        None => std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading stdin")?,
+        Some(p) if p == Path::new("-") => std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading stdin")?,
         Some(p) => {
             input = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
             input.len()

@@ -47,33 +47,51 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "ft: {} training examples ({} tokens, {} trained on; {} truncated to {}, {} dropped with nothing to learn, {} records skipped by the reader); {} eval examples",
         s.examples, s.tokens, s.target_tokens, s.truncated, recipe.dataset.max_seq_len, s.empty, prepared.skipped, prepared.eval.len()
     );
-    let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if a.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let quiet = a.no_progress;
-    let summary = train::train(&recipe, &mut loaded, &prepared, a.resume, |ev| match ev {
-        Event::Start { total, start } => {
-            bar.set_length(total as u64);
-            bar.set_position(start as u64);
-            if start > 0 {
-                bar.println(format!("resumed at step {start}/{total}"));
+    let summary = train::train(&recipe, &mut loaded, &prepared, a.resume, |ev| {
+        match ev {
+            Event::Start { total, start } => {
+                bar.set_length(total as u64);
+                bar.set_position(start as u64);
+                if start > 0 {
+                    bar.println(format!("resumed at step {start}/{total}"));
+                }
+            }
+            Event::Step {
+                step,
+                total,
+                loss,
+                lr,
+                grad_norm,
+                tok_s,
+            } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!(
+                    "loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.2} {tok_s:.0} tok/s"
+                ));
+                if quiet {
+                    eprintln!("step {step}/{total} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tok_s:.0} tok/s");
+                }
+            }
+            Event::Eval { step, loss } => bar.println(format!("step {step}: eval loss {loss:.4}")),
+            Event::Saved { step, path } => {
+                if quiet {
+                    eprintln!("step {step}: checkpoint {}", path.display());
+                }
             }
         }
-        Event::Step { step, total, loss, lr, grad_norm, tok_s } => {
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.2} {tok_s:.0} tok/s"));
-            if quiet {
-                eprintln!("step {step}/{total} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tok_s:.0} tok/s");
-            }
-        }
-        Event::Eval { step, loss } => bar.println(format!("step {step}: eval loss {loss:.4}")),
-        Event::Saved { step, path } => {
-            if quiet {
-                eprintln!("step {step}: checkpoint {}", path.display());
-            }
-        }
+        true
     })?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -86,7 +104,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         summary.adapter_dir.display()
     );
     if let (Some(b), Some(a)) = (summary.eval_loss_before, summary.eval_loss_after) {
-        eprintln!("ft: eval loss {b:.4} -> {a:.4} ({:+.1}%)", (a - b) / b * 100.0);
+        eprintln!(
+            "ft: eval loss {b:.4} -> {a:.4} ({:+.1}%)",
+            (a - b) / b * 100.0
+        );
     }
     Ok(())
 }

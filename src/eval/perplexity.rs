@@ -33,9 +33,19 @@ fn window_nll(model: &Llama, ctx: &Ctx, ids: &[u32], from: usize) -> Result<Vec<
     Ok(picked.neg()?.to_vec1::<f64>()?)
 }
 
-pub fn perplexity(model: &Llama, ctx: &Ctx, ids: &[u32], n_ctx: usize, stride: Option<usize>, mut progress: impl FnMut(usize, usize)) -> Result<Perplexity> {
+pub fn perplexity(
+    model: &Llama,
+    ctx: &Ctx,
+    ids: &[u32],
+    n_ctx: usize,
+    stride: Option<usize>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
     if n_ctx < 8 || n_ctx > model.max_positions() {
-        return Err(Error::invalid(format!("--ctx must be in 8..={} (got {n_ctx})", model.max_positions())));
+        return Err(Error::invalid(format!(
+            "--ctx must be in 8..={} (got {n_ctx})",
+            model.max_positions()
+        )));
     }
     let mut nll = Vec::new();
     let (chunks, method) = match stride {
@@ -52,11 +62,16 @@ pub fn perplexity(model: &Llama, ctx: &Ctx, ids: &[u32], n_ctx: usize, stride: O
                 nll.extend(window_nll(model, ctx, w, n_ctx / 2)?);
                 progress(c + 1, chunks);
             }
-            (chunks, "llama.cpp chunks: score the second half of each chunk")
+            (
+                chunks,
+                "llama.cpp chunks: score the second half of each chunk",
+            )
         }
         Some(s) => {
             if s == 0 || s > n_ctx {
-                return Err(Error::invalid(format!("--stride must be in 1..=ctx (got {s})")));
+                return Err(Error::invalid(format!(
+                    "--stride must be in 1..=ctx (got {s})"
+                )));
             }
             // Targets ids[..=scored_to] are done; each window scores the ones after them.
             let mut scored_to = 0;

@@ -53,24 +53,40 @@ impl<'m> ModelScorer<'m> {
         let ids = self.tok.encode(s, false)?;
         match ids.as_slice() {
             [id] => Ok(*id),
-            _ => Err(Error::invalid(format!("`{s}` is not a single token for this tokenizer ({ids:?})"))),
+            _ => Err(Error::invalid(format!(
+                "`{s}` is not a single token for this tokenizer ({ids:?})"
+            ))),
         }
     }
 }
 
 impl ChoiceScorer for ModelScorer<'_> {
-    fn letter_logprobs(&mut self, prefix: &str, suffix: &str, letters: &[&str; 4]) -> Result<[f64; 4]> {
+    fn letter_logprobs(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        letters: &[&str; 4],
+    ) -> Result<[f64; 4]> {
         let lp = self.next_logprobs(prefix, suffix)?;
         let mut out = [0.0; 4];
         for (o, l) in out.iter_mut().zip(letters) {
             // In a chat turn the answer starts the assistant message: no leading space.
-            let l = if self.chat.is_some() { l.trim_start() } else { l };
+            let l = if self.chat.is_some() {
+                l.trim_start()
+            } else {
+                l
+            };
             *o = lp[self.single_token(l)? as usize];
         }
         Ok(out)
     }
 
-    fn cloze_logprobs(&mut self, prefix: &str, suffix: &str, conts: &[String; 4]) -> Result<[f64; 4]> {
+    fn cloze_logprobs(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        conts: &[String; 4],
+    ) -> Result<[f64; 4]> {
         let first = self.next_logprobs(prefix, suffix)?;
         let mut out = [0.0; 4];
         for (o, c) in out.iter_mut().zip(conts) {
@@ -83,7 +99,8 @@ impl ChoiceScorer for ModelScorer<'_> {
                 // Score the rest of the continuation on a fork of the cached context.
                 let mut s = self.session.fork();
                 let logits = s.feed_scores(&ids[..ids.len() - 1])?;
-                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F64)?, D::Minus1)?.to_vec2::<f64>()?;
+                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F64)?, D::Minus1)?
+                    .to_vec2::<f64>()?;
                 for (k, &id) in ids.iter().enumerate().skip(1) {
                     total += lp[k - 1][id as usize];
                 }

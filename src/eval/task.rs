@@ -40,10 +40,19 @@ pub fn load(path: &Path) -> Result<Vec<TaskItem>> {
         if line.trim().is_empty() {
             continue;
         }
-        let item: TaskItem = serde_json::from_str(line)
-            .map_err(|e| Error::data(path, i + 1, format!("expected {{\"question\", \"facts\": [..]}}: {e}")))?;
+        let item: TaskItem = serde_json::from_str(line).map_err(|e| {
+            Error::data(
+                path,
+                i + 1,
+                format!("expected {{\"question\", \"facts\": [..]}}: {e}"),
+            )
+        })?;
         if item.facts.is_empty() {
-            return Err(Error::data(path, i + 1, "`facts` is empty: nothing to check"));
+            return Err(Error::data(
+                path,
+                i + 1,
+                "`facts` is empty: nothing to check",
+            ));
         }
         out.push(item);
     }
@@ -54,7 +63,10 @@ pub fn load(path: &Path) -> Result<Vec<TaskItem>> {
 }
 
 fn normalise(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Which of `facts` the answer states.
@@ -77,7 +89,15 @@ pub fn run(
         let prompt = template.render(&[Message::new("user", it.question.clone())], true)?;
         let ids = tok.encode_prompt(&prompt, true)?;
         let mut s = Session::new(model, ctx);
-        let out = generate(&mut s, tok, &ids, &SamplingParams::greedy(), max_new_tokens, &[], |_| true)?;
+        let out = generate(
+            &mut s,
+            tok,
+            &ids,
+            &SamplingParams::greedy(),
+            max_new_tokens,
+            &[],
+            |_| true,
+        )?;
         answers.push(TaskAnswer {
             question: it.question.clone(),
             facts_found: facts_found(&out.text, &it.facts),
@@ -85,9 +105,15 @@ pub fn run(
         });
         progress(i + 1, items.len());
     }
-    let all = answers.iter().filter(|a| a.facts_found.iter().all(|&f| f)).count();
+    let all = answers
+        .iter()
+        .filter(|a| a.facts_found.iter().all(|&f| f))
+        .count();
     let facts: usize = answers.iter().map(|a| a.facts_found.len()).sum();
-    let found: usize = answers.iter().map(|a| a.facts_found.iter().filter(|&&f| f).count()).sum();
+    let found: usize = answers
+        .iter()
+        .map(|a| a.facts_found.iter().filter(|&&f| f).count())
+        .sum();
     Ok(TaskReport {
         questions: answers.len(),
         fact_match_rate: all as f64 / answers.len().max(1) as f64,
@@ -102,7 +128,14 @@ mod tests {
 
     #[test]
     fn facts_match_case_and_whitespace_insensitively() {
-        let f = vec!["30 days".to_string(), "E-104".to_string(), "refund".to_string()];
-        assert_eq!(facts_found("Returns within 30\n days; code e-104.", &f), vec![true, true, false]);
+        let f = vec![
+            "30 days".to_string(),
+            "E-104".to_string(),
+            "refund".to_string(),
+        ];
+        assert_eq!(
+            facts_found("Returns within 30\n days; code e-104.", &f),
+            vec![true, true, false]
+        );
     }
 }

@@ -149,9 +149,9 @@ impl GgufFile {
             pos: 0,
             path,
         };
-        let magic = c.take(4, "magic").map_err(|_| {
-            Error::format(path, "not a GGUF file (shorter than its 4-byte magic)")
-        })?;
+        let magic = c
+            .take(4, "magic")
+            .map_err(|_| Error::format(path, "not a GGUF file (shorter than its 4-byte magic)"))?;
         if magic != MAGIC {
             return Err(Error::format(
                 path,
@@ -212,7 +212,9 @@ impl GgufFile {
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
                 .filter(|&e| e > 0)
-                .ok_or_else(|| Error::format(path, format!("tensor `{name}`: bad dims {dims:?}")))?;
+                .ok_or_else(|| {
+                    Error::format(path, format!("tensor `{name}`: bad dims {dims:?}"))
+                })?;
             let block = dtype.block_size() as u64;
             if dims[0] % block != 0 {
                 return Err(Error::format(

@@ -28,7 +28,10 @@ fn cerr(e: crate::Error) -> candle_core::Error {
 struct Precomputed(Mutex<Option<Tensor>>);
 
 impl Precomputed {
-    fn take_storage<S: BackendStorage>(&self, f: impl Fn(&candle_core::Storage) -> Option<&S>) -> candle_core::Result<(S, Shape)> {
+    fn take_storage<S: BackendStorage>(
+        &self,
+        f: impl Fn(&candle_core::Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
         let t = self
             .0
             .lock()
@@ -70,7 +73,15 @@ impl CustomOp3 for LoraLinearOp {
         "ft-lora-linear"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.y.take_storage(cpu_of)
     }
 
@@ -87,17 +98,27 @@ impl CustomOp3 for LoraLinearOp {
         self.y.take_storage(cuda_of)
     }
 
-    fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // The arguments still carry the forward graph; gradients built from them must not, or
         // the optimizer state would keep every step's activations alive.
         let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let g2 = rows(g)?;
         let x2 = rows(x)?;
         let w = self.w.dequantize().map_err(cerr)?.to_dtype(g.dtype())?;
-        let xd = match super::dropout_mask(x2.shape(), self.dropout, self.seed, self.salt, x.device()).map_err(cerr)? {
-            Some(m) => Some(m.to_dtype(x.dtype())?),
-            None => None,
-        };
+        let xd =
+            match super::dropout_mask(x2.shape(), self.dropout, self.seed, self.salt, x.device())
+                .map_err(cerr)?
+            {
+                Some(m) => Some(m.to_dtype(x.dtype())?),
+                None => None,
+            };
         let xm = match &xd {
             Some(m) => (&x2 * m)?,
             None => x2.clone(),
@@ -130,7 +151,11 @@ impl CustomOp1 for FrozenLinearOp {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         self.y.take_storage(cuda_of)
     }
 
@@ -142,12 +167,20 @@ impl CustomOp1 for FrozenLinearOp {
 }
 
 /// Training forward of `x Wᵀ (+ LoRA)` as a single differentiable node; `seed` drives dropout.
-pub fn linear_train(x: &Tensor, w: &FrozenWeight, lora: Option<&Lora>, seed: u64) -> Result<Tensor> {
+pub fn linear_train(
+    x: &Tensor,
+    w: &FrozenWeight,
+    lora: Option<&Lora>,
+    seed: u64,
+) -> Result<Tensor> {
     let xd = x.detach();
     let mut y = plain_matmul(&xd, &w.dequantize()?)?;
     match lora {
         None => {
-            let op = FrozenLinearOp { y: Precomputed(Mutex::new(Some(y.contiguous()?))), w: w.clone() };
+            let op = FrozenLinearOp {
+                y: Precomputed(Mutex::new(Some(y.contiguous()?))),
+                w: w.clone(),
+            };
             Ok(x.apply_op1(op)?)
         }
         Some(l) => {
@@ -188,7 +221,13 @@ mod tests {
             let x = Var::rand(-1f32, 1.0, (2, 5, 64), &dev).unwrap();
             let a = Var::rand(-0.1f32, 0.1, (4, 64), &dev).unwrap();
             let b = Var::rand(-0.1f32, 0.1, (48, 4), &dev).unwrap();
-            let lora = Lora { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scale: 2.0, dropout, salt: 9 };
+            let lora = Lora {
+                a: a.as_tensor().clone(),
+                b: b.as_tensor().clone(),
+                scale: 2.0,
+                dropout,
+                salt: 9,
+            };
             let gw = Tensor::rand(-1f32, 1.0, (2, 5, 48), &dev).unwrap();
             let fused = linear_train(x.as_tensor(), &w, Some(&lora), 77).unwrap();
             let plain = (plain_matmul(x.as_tensor(), &w.dequantize().unwrap()).unwrap()
@@ -197,12 +236,28 @@ mod tests {
             for (p, q) in flat(&fused).iter().zip(flat(&plain)) {
                 assert!((p - q).abs() < 1e-5);
             }
-            let g1 = (fused * &gw).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (plain * &gw).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = (fused * &gw)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (plain * &gw)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for v in [&x, &a, &b] {
-                let (p, q) = (flat(g1.get(v.as_tensor()).unwrap()), flat(g2.get(v.as_tensor()).unwrap()));
+                let (p, q) = (
+                    flat(g1.get(v.as_tensor()).unwrap()),
+                    flat(g2.get(v.as_tensor()).unwrap()),
+                );
                 for (p, q) in p.iter().zip(q) {
-                    assert!((p - q).abs() < 1e-4 * (1.0 + q.abs()), "dropout {dropout}: {p} vs {q}");
+                    assert!(
+                        (p - q).abs() < 1e-4 * (1.0 + q.abs()),
+                        "dropout {dropout}: {p} vs {q}"
+                    );
                 }
             }
         }

@@ -22,12 +22,24 @@ pub fn mix(seed: u64, salt: u64) -> u64 {
 
 /// The seven projections of a Llama block, named as in Hugging Face checkpoints.
 pub const ALL_TARGETS: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 /// The inverted-dropout mask (values 0 or 1/keep) for an input of `shape`, reproducible from
 /// (seed, salt); None when dropout is off.
-pub fn dropout_mask(shape: &candle_core::Shape, p: f64, seed: u64, salt: u64, device: &Device) -> Result<Option<Tensor>> {
+pub fn dropout_mask(
+    shape: &candle_core::Shape,
+    p: f64,
+    seed: u64,
+    salt: u64,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     if p <= 0.0 {
         return Ok(None);
     }
@@ -137,7 +149,9 @@ impl Lora {
     /// `scale · dropout(x) Aᵀ Bᵀ` for x (.., in). `dropout_seed` (training only) makes the
     /// mask reproducible, so a resumed run draws the same masks as an uninterrupted one.
     pub fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
-        let x = match dropout_seed.and_then(|s| dropout_mask(x.shape(), self.dropout, s, self.salt, x.device()).transpose()) {
+        let x = match dropout_seed.and_then(|s| {
+            dropout_mask(x.shape(), self.dropout, s, self.salt, x.device()).transpose()
+        }) {
             Some(m) => (x * m?.to_dtype(x.dtype())?)?,
             None => x.clone(),
         };

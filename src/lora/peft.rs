@@ -104,8 +104,14 @@ pub fn save(model: &Llama, slot: usize, cfg: &LoraConfig, base: &str, dir: &Path
     for (i, block) in model.blocks.iter().enumerate() {
         for (short, lin) in block.linears() {
             if let Some(l) = lin.adapter(slot) {
-                tensors.push((tensor_name(i, short, "A"), l.a.to_dtype(DType::F32)?.to_device(&Device::Cpu)?));
-                tensors.push((tensor_name(i, short, "B"), l.b.to_dtype(DType::F32)?.to_device(&Device::Cpu)?));
+                tensors.push((
+                    tensor_name(i, short, "A"),
+                    l.a.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
+                ));
+                tensors.push((
+                    tensor_name(i, short, "B"),
+                    l.b.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
+                ));
             }
         }
     }

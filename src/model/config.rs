@@ -129,9 +129,9 @@ impl Config {
         })?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let req = |k: &str| -> Result<usize> {
-            f.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
-                Error::format(&f.path, format!("metadata `{}` is missing", key(k)))
-            })
+            f.get_u64(&key(k))
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::format(&f.path, format!("metadata `{}` is missing", key(k))))
         };
         let hidden = req("embedding_length")?;
         let heads = req("attention.head_count")?;
@@ -149,7 +149,9 @@ impl Config {
                 .get("tokenizer.ggml.tokens")
                 .and_then(|v| v.as_array())
                 .map(|a| a.len())
-                .ok_or_else(|| Error::format(&f.path, "no vocab_size and no tokenizer.ggml.tokens"))?,
+                .ok_or_else(|| {
+                    Error::format(&f.path, "no vocab_size and no tokenizer.ggml.tokens")
+                })?,
         };
         let rope_scaling = match f.get_str(&key("rope.scaling.type")) {
             Some("linear") => f
@@ -215,7 +217,8 @@ impl Config {
                         low_freq_factor: num("low_freq_factor").unwrap_or(1.0),
                         high_freq_factor: num("high_freq_factor").unwrap_or(4.0),
                         original_max_position_embeddings: num("original_max_position_embeddings")
-                            .unwrap_or(8192.0) as usize,
+                            .unwrap_or(8192.0)
+                            as usize,
                     }),
                     "linear" => Some(RopeScaling::Linear {
                         factor: num("factor").unwrap_or(1.0),
@@ -244,7 +247,9 @@ impl Config {
             rope_scaling,
             max_position_embeddings: j.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: j.tie_word_embeddings.unwrap_or(false),
-            sliding_window: j.sliding_window.filter(|_| j.use_sliding_window.unwrap_or(true)),
+            sliding_window: j
+                .sliding_window
+                .filter(|_| j.use_sliding_window.unwrap_or(true)),
             attention_bias: j.attention_bias.unwrap_or(arch == Arch::Qwen2),
         };
         cfg.validate()

@@ -52,7 +52,8 @@ impl Rope {
                     if wl > low_wl {
                         *f /= factor;
                     } else if wl >= high_wl {
-                        let smooth = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth =
+                            (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
                         *f = (1.0 - smooth) * *f / factor + smooth * *f;
                     }
                 }
@@ -155,7 +156,8 @@ impl Attention {
         let qg = q.reshape((b, nkv, g * t, hd))?;
         let scores = qg.matmul(&k.t()?)?; // (b, nkv, g·t, total)
         let scale = 1.0 / (hd as f64).sqrt();
-        let probs = super::ops::causal_softmax(&scores, scale, t, past, self.sliding_window, segments)?;
+        let probs =
+            super::ops::causal_softmax(&scores, scale, t, past, self.sliding_window, segments)?;
         let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out, ctx)
@@ -173,7 +175,8 @@ impl Mlp {
     fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x, ctx)?;
         let up = self.up_proj.forward(x, ctx)?;
-        self.down_proj.forward(&super::ops::swiglu(&gate, &up)?, ctx)
+        self.down_proj
+            .forward(&super::ops::swiglu(&gate, &up)?, ctx)
     }
 }
 
@@ -222,7 +225,9 @@ impl Block {
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, ctx.train)?;
-        let x = (x + self.self_attn.forward(&h, layer, pos, rope, cache, segments, ctx)?)?;
+        let x = (x + self
+            .self_attn
+            .forward(&h, layer, pos, rope, cache, segments, ctx)?)?;
         let h = self.post_attention_layernorm.forward(&x, ctx.train)?;
         Ok((&x + self.mlp.forward(&h, ctx)?)?)
     }
@@ -255,7 +260,11 @@ impl Llama {
         };
         let dense = |w: FrozenWeight| -> Result<Tensor> { w.dequantize() };
         let embed_tokens = need("model.embed_tokens.weight".into())?;
-        check_dims("model.embed_tokens.weight", &embed_tokens, &[config.vocab_size, config.hidden_size])?;
+        check_dims(
+            "model.embed_tokens.weight",
+            &embed_tokens,
+            &[config.vocab_size, config.hidden_size],
+        )?;
         let mut blocks = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let mut linear = |short: &str| -> Result<Linear> {
@@ -264,11 +273,12 @@ impl Llama {
                 let w = need(wname.clone())?;
                 let (fin, fout) = config.proj_shape(short).unwrap_or((0, 0));
                 check_dims(&wname, &w, &[fout, fin])?;
-                let bias = if config.attention_bias && matches!(short, "q_proj" | "k_proj" | "v_proj") {
-                    Some(dense(need(names::layer(i, path, "bias"))?)?)
-                } else {
-                    None
-                };
+                let bias =
+                    if config.attention_bias && matches!(short, "q_proj" | "k_proj" | "v_proj") {
+                        Some(dense(need(names::layer(i, path, "bias"))?)?)
+                    } else {
+                        None
+                    };
                 Ok(Linear::new(w, bias))
             };
             let self_attn = Attention {
@@ -368,7 +378,14 @@ impl Llama {
     }
 
     /// Block `i` alone (for gradient checkpointing, which re-runs blocks one at a time).
-    pub fn forward_block(&self, i: usize, x: &Tensor, pos: usize, segments: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+    pub fn forward_block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        pos: usize,
+        segments: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
         self.blocks[i].forward(x, i, pos, &self.rope, None, segments, ctx)
     }
 

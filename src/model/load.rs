@@ -82,7 +82,9 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let file = GgufFile::open(path)?;
     let mut config = Config::from_gguf(&file)?;
     if file.tensor_info("rope_freqs.weight").is_some() {
-        let f = file.qtensor("rope_freqs.weight", &Device::Cpu)?.dequantize(&Device::Cpu)?;
+        let f = file
+            .qtensor("rope_freqs.weight", &Device::Cpu)?
+            .dequantize(&Device::Cpu)?;
         config.rope_scaling = Some(RopeScaling::Factors {
             factors: f.flatten_all()?.to_vec1::<f32>()?,
         });
@@ -97,8 +99,13 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         config: &config,
         device: opts.device.clone(),
     };
-    let model = Llama::new(config.clone(), &mut src, positions(&config, opts), &opts.device)
-        .map_err(|e| e.context(path.display().to_string()))?;
+    let model = Llama::new(
+        config.clone(),
+        &mut src,
+        positions(&config, opts),
+        &opts.device,
+    )
+    .map_err(|e| e.context(path.display().to_string()))?;
     let name = file
         .get_str("general.name")
         .map(String::from)
@@ -181,8 +188,13 @@ pub fn load_hf(dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
         device: opts.device.clone(),
         dir,
     };
-    let model = Llama::new(config.clone(), &mut src, positions(&config, opts), &opts.device)
-        .map_err(|e| e.context(dir.display().to_string()))?;
+    let model = Llama::new(
+        config.clone(),
+        &mut src,
+        positions(&config, opts),
+        &opts.device,
+    )
+    .map_err(|e| e.context(dir.display().to_string()))?;
     Ok(Loaded {
         model,
         tokenizer,
@@ -224,7 +236,10 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.dedup();
     for f in &files {
         if !f.exists() {
-            return Err(Error::format(&index, format!("shard {} is missing", f.display())));
+            return Err(Error::format(
+                &index,
+                format!("shard {} is missing", f.display()),
+            ));
         }
     }
     Ok(files)

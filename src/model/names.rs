@@ -72,7 +72,6 @@ pub fn proj_path(short: &str) -> &'static str {
     }
 }
 
-
 /// llama.cpp stores llama-architecture q/k rows permuted for its interleaved RoPE
 /// (convert_hf_to_gguf.py `LlamaModel.permute`). For GGUF row `g`, the HF row it holds:
 /// GGUF[h·hd + 2i + j] = HF[h·hd + j·hd/2 + i], for head h, pair i, half j.

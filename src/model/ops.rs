@@ -91,18 +91,23 @@ struct RopeOp {
 
 fn rope_rows(x: &[f32], y: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usize, sign: f32) {
     let half = d / 2;
-    y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(y, x)| {
-        for p in 0..t {
-            let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-            let (xr, yr) = (&x[p * d..(p + 1) * d], &mut y[p * d..(p + 1) * d]);
-            for i in 0..half {
-                let (x1, x2) = (xr[i], xr[i + half]);
-                let si = sign * s[i];
-                yr[i] = x1 * c[i] - x2 * si;
-                yr[i + half] = x2 * c[i] + x1 * si;
+    y.par_chunks_mut(t * d)
+        .zip(x.par_chunks(t * d))
+        .for_each(|(y, x)| {
+            for p in 0..t {
+                let (c, s) = (
+                    &cos[p * half..(p + 1) * half],
+                    &sin[p * half..(p + 1) * half],
+                );
+                let (xr, yr) = (&x[p * d..(p + 1) * d], &mut y[p * d..(p + 1) * d]);
+                for i in 0..half {
+                    let (x1, x2) = (xr[i], xr[i + half]);
+                    let si = sign * s[i];
+                    yr[i] = x1 * c[i] - x2 * si;
+                    yr[i + half] = x2 * c[i] + x1 * si;
+                }
             }
-        }
-    });
+        });
 }
 
 impl CustomOp1 for RopeOp {
@@ -194,7 +199,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(SoftmaxOp)?)
 }
 
-
 // ---------------------------------------------------------------- causal softmax
 
 /// Scaled, causally masked softmax over scores laid out (b, kv_heads, group·t, total): row r of
@@ -240,21 +244,24 @@ impl CustomOp1 for CausalSoftmaxOp {
         let x = contiguous_f32(s, l, self.name())?;
         let n = l.shape().dims().last().copied().unwrap_or(1);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).enumerate().for_each(|(r, (y, x))| {
-            let (lo, hi) = self.span(r);
-            let hi = hi.min(n);
-            let m = x[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max) * self.scale;
-            let mut sum = 0f32;
-            for i in lo..hi {
-                if self.other_segment(r, i, n) {
-                    continue;
+        y.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .enumerate()
+            .for_each(|(r, (y, x))| {
+                let (lo, hi) = self.span(r);
+                let hi = hi.min(n);
+                let m = x[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max) * self.scale;
+                let mut sum = 0f32;
+                for i in lo..hi {
+                    if self.other_segment(r, i, n) {
+                        continue;
+                    }
+                    y[i] = (x[i] * self.scale - m).exp();
+                    sum += y[i];
                 }
-                y[i] = (x[i] * self.scale - m).exp();
-                sum += y[i];
-            }
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            y[lo..hi].iter_mut().for_each(|v| *v *= inv);
-        });
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                y[lo..hi].iter_mut().for_each(|v| *v *= inv);
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -291,7 +298,13 @@ pub fn causal_softmax(
         Some(s) => Some((s.flatten_all()?.to_vec1::<u32>()?, kv * gt)),
         None => None,
     };
-    let op = CausalSoftmaxOp { scale: scale as f32, t, past, window, segments };
+    let op = CausalSoftmaxOp {
+        scale: scale as f32,
+        t,
+        past,
+        window,
+        segments,
+    };
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         return Ok(x.contiguous()?.apply_op1(op)?);
     }
@@ -327,7 +340,13 @@ impl candle_core::CustomOp2 for SwigluOp {
         "ft-swiglu"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(s1, l1, self.name())?;
         let u = contiguous_f32(s2, l2, self.name())?;
         let mut y = vec![0f32; g.len()];
@@ -341,7 +360,13 @@ impl candle_core::CustomOp2 for SwigluOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // d/dg silu(g)·u = u·σ(g)·(1 + g·(1 − σ(g))),  d/du = silu(g)
         let (g, u, d) = (to_f32_vec(gate)?, to_f32_vec(up)?, to_f32_vec(grad)?);
         let mut dg = vec![0f32; g.len()];
@@ -435,7 +460,9 @@ impl CustomOp1 for WeightedNllOp {
 pub fn weighted_nll(logits: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
     let rows = logits.dim(0)?;
     if targets.len() != rows || weights.len() != rows {
-        return Err(crate::Error::invalid("weighted_nll: targets/weights do not match the rows"));
+        return Err(crate::Error::invalid(
+            "weighted_nll: targets/weights do not match the rows",
+        ));
     }
     if !logits.device().is_cpu() || logits.dtype() != candle_core::DType::F32 {
         let dev = logits.device();
@@ -461,7 +488,12 @@ mod tests {
         let y = f(x.as_tensor());
         let loss = (y * w).unwrap().sum_all().unwrap();
         let g = loss.backward().unwrap();
-        g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        g.get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     }
 
     fn assert_close(a: &[f32], b: &[f32], tol: f32) {
@@ -478,16 +510,34 @@ mod tests {
         let nw = Tensor::rand(0.5f32, 1.5, 8, &dev).unwrap();
         // RMSNorm
         let a = grad_of(|x| rms_norm(x, &nw, 1e-5).unwrap(), &x, &w);
-        let b = grad_of(|x| candle_nn::ops::rms_norm_slow(x, &nw, 1e-5).unwrap(), &x, &w);
+        let b = grad_of(
+            |x| candle_nn::ops::rms_norm_slow(x, &nw, 1e-5).unwrap(),
+            &x,
+            &w,
+        );
         assert_close(&a, &b, 1e-4);
         // RoPE
         let cos = Tensor::rand(-1f32, 1.0, (5, 4), &dev).unwrap();
         let sin = Tensor::rand(-1f32, 1.0, (5, 4), &dev).unwrap();
-        let ya = rope(x.as_tensor(), &cos, &sin).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let yb = candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ya = rope(x.as_tensor(), &cos, &sin)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let yb = candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_close(&ya, &yb, 1e-5);
         let a = grad_of(|x| rope(x, &cos, &sin).unwrap(), &x, &w);
-        let b = grad_of(|x| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap(), &x, &w);
+        let b = grad_of(
+            |x| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap(),
+            &x,
+            &w,
+        );
         assert_close(&a, &b, 1e-4);
         // Softmax
         let a = grad_of(|x| softmax_last_dim(x).unwrap(), &x, &w);
@@ -508,11 +558,38 @@ mod tests {
             }
         }
         let mask = Tensor::from_vec(m, (6, 5), &dev).unwrap();
-        let a = grad_of(|x| causal_softmax(x, 0.5, 3, 2, None, None).unwrap(), &x, &w);
-        let b = grad_of(|x| candle_nn::ops::softmax(&(x * 0.5).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap(), &x, &w);
+        let a = grad_of(
+            |x| causal_softmax(x, 0.5, 3, 2, None, None).unwrap(),
+            &x,
+            &w,
+        );
+        let b = grad_of(
+            |x| {
+                candle_nn::ops::softmax(
+                    &(x * 0.5).unwrap().broadcast_add(&mask).unwrap(),
+                    D::Minus1,
+                )
+                .unwrap()
+            },
+            &x,
+            &w,
+        );
         assert_close(&a, &b, 1e-4);
-        let ya = causal_softmax(x.as_tensor(), 0.5, 3, 2, None, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let yb = candle_nn::ops::softmax(&(x.as_tensor() * 0.5).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ya = causal_softmax(x.as_tensor(), 0.5, 3, 2, None, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let yb = candle_nn::ops::softmax(
+            &(x.as_tensor() * 0.5).unwrap().broadcast_add(&mask).unwrap(),
+            D::Minus1,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
         assert_close(&ya, &yb, 1e-5);
         let g = Var::rand(-3f32, 3.0, (4, 7), &dev).unwrap();
         let u = Tensor::rand(-1f32, 1.0, (4, 7), &dev).unwrap();
@@ -530,12 +607,40 @@ mod tests {
         let wts = [0.25f32, 0.25, 0.0, 0.25, 0.25, 0.0];
         let fused = weighted_nll(z.as_tensor(), &t, &wts).unwrap();
         let lp = candle_nn::ops::log_softmax(z.as_tensor(), D::Minus1).unwrap();
-        let picked = lp.gather(&Tensor::new(&t, &dev).unwrap().unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap();
-        let plain = (picked * Tensor::new(&wts, &dev).unwrap()).unwrap().neg().unwrap().sum_all().unwrap();
-        let (a, b) = (fused.to_scalar::<f32>().unwrap(), plain.to_scalar::<f32>().unwrap());
+        let picked = lp
+            .gather(&Tensor::new(&t, &dev).unwrap().unsqueeze(1).unwrap(), 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let plain = (picked * Tensor::new(&wts, &dev).unwrap())
+            .unwrap()
+            .neg()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f32>().unwrap(),
+            plain.to_scalar::<f32>().unwrap(),
+        );
         assert!((a - b).abs() < 1e-5, "{a} {b}");
-        let ga = fused.backward().unwrap().get(z.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let gb = plain.backward().unwrap().get(z.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ga = fused
+            .backward()
+            .unwrap()
+            .get(z.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let gb = plain
+            .backward()
+            .unwrap()
+            .get(z.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_close(&ga, &gb, 1e-5);
     }
 }

@@ -18,7 +18,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
 
 /// llama.cpp token types.
 pub const TOKEN_NORMAL: i32 = 1;
@@ -63,11 +65,19 @@ impl GgufVocab {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f
             .get_str("tokenizer.ggml.model")
-            .ok_or_else(|| Error::format(&f.path, "no tokenizer in this GGUF (`tokenizer.ggml.model` missing)"))?
+            .ok_or_else(|| {
+                Error::format(
+                    &f.path,
+                    "no tokenizer in this GGUF (`tokenizer.ggml.model` missing)",
+                )
+            })?
             .to_string();
         let tokens = string_array(f, "tokenizer.ggml.tokens")?
             .ok_or_else(|| Error::format(&f.path, "`tokenizer.ggml.tokens` missing"))?;
-        let types = match f.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+        let types = match f
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+        {
             Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect(),
             None => vec![TOKEN_NORMAL; tokens.len()],
         };
@@ -77,11 +87,17 @@ impl GgufVocab {
             .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect());
         let merges = string_array(f, "tokenizer.ggml.merges")?;
         if types.len() != tokens.len() {
-            return Err(Error::format(&f.path, "token_type and tokens differ in length"));
+            return Err(Error::format(
+                &f.path,
+                "token_type and tokens differ in length",
+            ));
         }
         Ok(GgufVocab {
             model,
-            pre: f.get_str("tokenizer.ggml.pre").unwrap_or("default").to_string(),
+            pre: f
+                .get_str("tokenizer.ggml.pre")
+                .unwrap_or("default")
+                .to_string(),
             tokens,
             types,
             scores,
@@ -128,7 +144,9 @@ impl GgufVocab {
         let merges = self
             .merges
             .as_ref()
-            .ok_or_else(|| Error::Tokenizer("gpt2 vocabulary without `tokenizer.ggml.merges`".into()))?
+            .ok_or_else(|| {
+                Error::Tokenizer("gpt2 vocabulary without `tokenizer.ggml.merges`".into())
+            })?
             .iter()
             .map(|m| {
                 m.split_once(' ')
@@ -143,17 +161,27 @@ impl GgufVocab {
         let mut tk = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let split = |re: &str| -> Result<PreTokenizerWrapper> {
-            Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?
-                .into())
+            Ok(Split::new(
+                SplitPattern::Regex(re.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .into())
         };
         let pre: PreTokenizerWrapper = match self.pre.as_str() {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "gpt2" | "default" | "gpt-2" | "starcoder" | "refact" => byte_level.into(),
-            "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => {
-                Sequence::new(vec![split(LLAMA3_REGEX)?, ByteLevel::new(false, true, false).into()]).into()
-            }
-            "qwen2" => Sequence::new(vec![split(QWEN2_REGEX)?, ByteLevel::new(false, true, false).into()]).into(),
+            "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => Sequence::new(vec![
+                split(LLAMA3_REGEX)?,
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into(),
+            "qwen2" => Sequence::new(vec![
+                split(QWEN2_REGEX)?,
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into(),
             other => {
                 return Err(Error::Unsupported(format!(
                     "pre-tokenizer `{other}` (ft knows smollm, gpt2, llama-bpe, qwen2)"
@@ -161,7 +189,9 @@ impl GgufVocab {
             }
         };
         tk.with_pre_tokenizer(Some(pre));
-        tk.with_decoder(Some(DecoderWrapper::from(ByteLevel::new(false, true, true))));
+        tk.with_decoder(Some(DecoderWrapper::from(ByteLevel::new(
+            false, true, true,
+        ))));
         Ok(tk)
     }
 
@@ -200,12 +230,17 @@ impl GgufVocab {
         let mut tk = tokenizers::Tokenizer::new(bpe);
         let norm = tokenizers::normalizers::Sequence::new(vec![
             NormalizerWrapper::from(Prepend::new("▁".into())),
-            NormalizerWrapper::from(Replace::new(" ", "▁").map_err(|e| Error::Tokenizer(e.to_string()))?),
+            NormalizerWrapper::from(
+                Replace::new(" ", "▁").map_err(|e| Error::Tokenizer(e.to_string()))?,
+            ),
         ]);
         tk.with_normalizer(Some(norm))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let dec = DecoderSequence::new(vec![
-            DecoderWrapper::from(tokenizers::normalizers::Replace::new("▁", " ").map_err(|e| Error::Tokenizer(e.to_string()))?),
+            DecoderWrapper::from(
+                tokenizers::normalizers::Replace::new("▁", " ")
+                    .map_err(|e| Error::Tokenizer(e.to_string()))?,
+            ),
             DecoderWrapper::from(ByteFallback::new()),
             DecoderWrapper::from(Fuse::new()),
             DecoderWrapper::from(Strip::new(' ', 1, 0)),
@@ -224,7 +259,8 @@ impl GgufVocab {
             }
         }
         let json: serde_json::Value = serde_json::from_str(
-            &tk.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))?,
+            &tk.to_string(false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?,
         )?;
         let special: std::collections::HashSet<String> = json["added_tokens"]
             .as_array()
@@ -242,11 +278,9 @@ impl GgufVocab {
                 a.iter()
                     .filter_map(|m| match m {
                         serde_json::Value::String(s) => Some(s.clone()),
-                        serde_json::Value::Array(p) => Some(format!(
-                            "{} {}",
-                            p.first()?.as_str()?,
-                            p.get(1)?.as_str()?
-                        )),
+                        serde_json::Value::Array(p) => {
+                            Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+                        }
                         _ => None,
                     })
                     .collect()
@@ -294,4 +328,3 @@ impl GgufVocab {
         })
     }
 }
-

@@ -43,7 +43,13 @@ const END_OF_TURN: [&str; 7] = [
 ];
 
 impl Tokenizer {
-    fn from_parts(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>, add_bos: bool, vocab: GgufVocab) -> Self {
+    fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+        vocab: GgufVocab,
+    ) -> Self {
         let mut plain = inner.clone();
         plain.set_encode_special_tokens(true);
         let mut special = inner;
@@ -113,7 +119,9 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("invalid tokenizer.json: {e}")))?;
         let token_id = |key: &str| -> Option<u32> {
             let v = tokenizer_config?.get(key)?;
-            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            let s = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(|c| c.as_str()))?;
             inner.token_to_id(s)
         };
         let bos = token_id("bos_token");
@@ -144,7 +152,11 @@ impl Tokenizer {
     /// Token ids of `text`; `parse_special` recognises special tokens written in the text.
     /// BOS is never added here (see [`Tokenizer::encode_prompt`]).
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let tk = if parse_special { &self.special } else { &self.plain };
+        let tk = if parse_special {
+            &self.special
+        } else {
+            &self.plain
+        };
         let enc = tk
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;

@@ -50,22 +50,35 @@ pub struct EncodeStats {
 }
 
 fn to_messages(turns: &[Turn]) -> Vec<Message> {
-    turns.iter().map(|t| Message::new(&t.role, t.content.clone())).collect()
+    turns
+        .iter()
+        .map(|t| Message::new(&t.role, t.content.clone()))
+        .collect()
 }
 
 impl Encoder<'_> {
     pub fn encode(&self, ex: &Example) -> Result<Encoded> {
         match ex {
             Example::Chat { messages } => self.encode_chat(&to_messages(messages)),
-            Example::Instruction { instruction, input, output } => {
+            Example::Instruction {
+                instruction,
+                input,
+                output,
+            } => {
                 let user = match input.as_deref().filter(|s| !s.trim().is_empty()) {
                     Some(inp) => format!("{instruction}\n\n{inp}"),
                     None => instruction.clone(),
                 };
-                self.encode_chat(&[Message::new("user", user), Message::new("assistant", output.clone())])
+                self.encode_chat(&[
+                    Message::new("user", user),
+                    Message::new("assistant", output.clone()),
+                ])
             }
             Example::Completion { prompt, completion } => {
-                let mut e = Encoded { ids: vec![], mask: vec![] };
+                let mut e = Encoded {
+                    ids: vec![],
+                    mask: vec![],
+                };
                 let bos: Vec<u32> = self.bos();
                 e.push(&bos, false);
                 e.push(&self.tokenizer.encode(prompt, false)?, self.train_on_prompt);
@@ -74,7 +87,10 @@ impl Encoder<'_> {
                 Ok(e)
             }
             Example::Text { text } => {
-                let mut e = Encoded { ids: vec![], mask: vec![] };
+                let mut e = Encoded {
+                    ids: vec![],
+                    mask: vec![],
+                };
                 e.push(&self.bos(), false);
                 e.push(&self.tokenizer.encode(text, false)?, true);
                 e.push(&self.eos(), true);
@@ -95,7 +111,10 @@ impl Encoder<'_> {
     }
 
     fn encode_chat(&self, msgs: &[Message]) -> Result<Encoded> {
-        let mut e = Encoded { ids: vec![], mask: vec![] };
+        let mut e = Encoded {
+            ids: vec![],
+            mask: vec![],
+        };
         let mut done = String::new();
         for (i, m) in msgs.iter().enumerate() {
             let is_assistant = m.role == "assistant";
@@ -107,7 +126,10 @@ impl Encoder<'_> {
                 self.template.render(&msgs[..i], false)?
             };
             let after = self.template.render(&msgs[..=i], false)?;
-            let (Some(head), Some(body)) = (before.strip_prefix(done.as_str()), after.strip_prefix(before.as_str())) else {
+            let (Some(head), Some(body)) = (
+                before.strip_prefix(done.as_str()),
+                after.strip_prefix(before.as_str()),
+            ) else {
                 return Err(Error::Template(
                     "the chat template does not render conversations as growing prefixes; \
                      set dataset.train_on_prompt or use another chat_template"
@@ -115,11 +137,17 @@ impl Encoder<'_> {
                 ));
             };
             e.push(&self.tokenizer.encode(head, true)?, self.train_on_prompt);
-            e.push(&self.tokenizer.encode(body, true)?, is_assistant || self.train_on_prompt);
+            e.push(
+                &self.tokenizer.encode(body, true)?,
+                is_assistant || self.train_on_prompt,
+            );
             done = after;
         }
         if !self.bos().is_empty() && e.ids.first() != self.bos().first() {
-            let mut with = Encoded { ids: vec![], mask: vec![] };
+            let mut with = Encoded {
+                ids: vec![],
+                mask: vec![],
+            };
             with.push(&self.bos(), false);
             with.push(&e.ids, false);
             with.mask.truncate(1);
@@ -171,7 +199,12 @@ pub struct Batch {
 
 /// Pad a group of examples to the longest (right padding; pads are never targets).
 pub fn pad_batch(examples: &[&Encoded], pad_id: u32, device: &Device) -> Result<Batch> {
-    let t = examples.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1).max(1);
+    let t = examples
+        .iter()
+        .map(|e| e.ids.len() - 1)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let b = examples.len();
     let mut input = vec![pad_id; b * t];
     let mut target = vec![pad_id; b * t];
@@ -219,7 +252,10 @@ pub fn packed_batch(rows: &[&[Encoded]], pad_id: u32, device: &Device) -> Result
     let joined: Vec<(Encoded, Vec<usize>)> = rows
         .iter()
         .map(|parts| {
-            let mut e = Encoded { ids: vec![], mask: vec![] };
+            let mut e = Encoded {
+                ids: vec![],
+                mask: vec![],
+            };
             let mut seg = Vec::new();
             for (k, p) in parts.iter().enumerate() {
                 e.ids.extend_from_slice(&p.ids);

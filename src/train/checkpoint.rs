@@ -46,7 +46,10 @@ pub fn save(
     let opt_path = tmp.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&moments, &opt_path)
         .map_err(|e| Error::format(&opt_path, e.to_string()))?;
-    crate::error::write_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
+    crate::error::write_atomic(
+        &tmp.join(STATE_FILE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
     prune(out, keep)?;

@@ -23,7 +23,11 @@ use rand::SeedableRng;
 use std::path::PathBuf;
 
 /// Give every targeted linear layer a fresh adapter in slot 0; returns the Vars by PEFT name.
-pub fn attach_adapters(model: &mut Llama, cfg: &LoraConfig, seed: u64) -> Result<Vec<(String, Var)>> {
+pub fn attach_adapters(
+    model: &mut Llama,
+    cfg: &LoraConfig,
+    seed: u64,
+) -> Result<Vec<(String, Var)>> {
     cfg.validate()?;
     let device = model.device.clone();
     let mut vars = Vec::new();
@@ -62,7 +66,10 @@ pub struct Prepared {
 impl Prepared {
     /// Rows the trainer iterates over: packed groups or single examples.
     pub fn rows(&self) -> usize {
-        self.packed.as_ref().map(|p| p.len()).unwrap_or(self.train.len())
+        self.packed
+            .as_ref()
+            .map(|p| p.len())
+            .unwrap_or(self.train.len())
     }
 }
 
@@ -107,7 +114,11 @@ pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
     let mut skipped = read.skipped.len();
     let (train_ex, eval_ex) = match (&r.dataset.eval, r.dataset.eval_split) {
         (Some(p), _) => {
-            let e = crate::data::read_examples(&p.resolve("dataset.eval")?, r.dataset.format, &r.dataset.fields)?;
+            let e = crate::data::read_examples(
+                &p.resolve("dataset.eval")?,
+                r.dataset.format,
+                &r.dataset.fields,
+            )?;
             skipped += e.skipped.len();
             (read.examples, e.examples)
         }
@@ -121,7 +132,10 @@ pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
             "dataset.train: no example has a token to train on (all empty or masked)",
         ));
     }
-    let packed = r.dataset.packing.then(|| batch::pack(&train, r.dataset.max_seq_len));
+    let packed = r
+        .dataset
+        .packing
+        .then(|| batch::pack(&train, r.dataset.max_seq_len));
     Ok(Prepared {
         train,
         eval,
@@ -148,20 +162,47 @@ pub struct Summary {
 
 /// Events the trainer reports (the CLI draws the progress bar from these).
 pub enum Event<'a> {
-    Start { total: usize, start: usize },
-    Step { step: usize, total: usize, loss: f64, lr: f64, grad_norm: f64, tok_s: f64 },
-    Eval { step: usize, loss: f64 },
-    Saved { step: usize, path: &'a std::path::Path },
+    Start {
+        total: usize,
+        start: usize,
+    },
+    Step {
+        step: usize,
+        total: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tok_s: f64,
+    },
+    Eval {
+        step: usize,
+        loss: f64,
+    },
+    Saved {
+        step: usize,
+        path: &'a std::path::Path,
+    },
 }
 
 /// Mean masked loss over `rows` without gradients, with the training adapter (slot 0).
-pub fn eval_loss(model: &Llama, rows: &[Encoded], batch_size: usize, pad: u32) -> Result<Option<f64>> {
+pub fn eval_loss(
+    model: &Llama,
+    rows: &[Encoded],
+    batch_size: usize,
+    pad: u32,
+) -> Result<Option<f64>> {
     let ctx = Ctx::infer(crate::quant::MatmulMode::Exact, Some(0));
     eval_loss_with(model, rows, batch_size, pad, ctx)
 }
 
 /// Mean masked loss over `rows` under `ctx` (any adapter slot or none).
-pub fn eval_loss_with(model: &Llama, rows: &[Encoded], batch_size: usize, pad: u32, ctx: Ctx) -> Result<Option<f64>> {
+pub fn eval_loss_with(
+    model: &Llama,
+    rows: &[Encoded],
+    batch_size: usize,
+    pad: u32,
+    ctx: Ctx,
+) -> Result<Option<f64>> {
     if rows.is_empty() {
         return Ok(None);
     }
@@ -190,7 +231,12 @@ pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<candle_core::Te
 /// only each block's input; the backward re-runs one block at a time with its graph and
 /// back-propagates `Σ y·dL/dy` through it. Peak activation memory is one block instead of all
 /// of them, for about one extra forward pass of compute.
-pub fn checkpointed_grads(model: &Llama, b: &Batch, seed: u64, vars: &[(String, Var)]) -> Result<(f64, Vec<candle_core::Tensor>)> {
+pub fn checkpointed_grads(
+    model: &Llama,
+    b: &Batch,
+    seed: u64,
+    vars: &[(String, Var)],
+) -> Result<(f64, Vec<candle_core::Tensor>)> {
     let ctx = Ctx::train(seed);
     let mask = b.segments.as_ref();
     let mut inputs = vec![model.embed(&b.input)?.detach()];
@@ -210,7 +256,8 @@ pub fn checkpointed_grads(model: &Llama, b: &Batch, seed: u64, vars: &[(String, 
         .cloned()
         .ok_or_else(|| Error::invalid("no gradient reached the last block"))?;
     drop((logits, h, loss));
-    let mut found: std::collections::HashMap<candle_core::TensorId, candle_core::Tensor> = Default::default();
+    let mut found: std::collections::HashMap<candle_core::TensorId, candle_core::Tensor> =
+        Default::default();
     for i in (0..model.blocks.len()).rev() {
         let x = Var::from_tensor(&inputs[i])?;
         let y = model.forward_block(i, x.as_tensor(), 0, mask, &ctx)?;
@@ -245,7 +292,14 @@ fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// Micro-batch number `m` of the whole run (epochs laid end to end).
-fn micro_batch(p: &Prepared, m: usize, bs: usize, seed: u64, pad: u32, device: &Device) -> Result<Batch> {
+fn micro_batch(
+    p: &Prepared,
+    m: usize,
+    bs: usize,
+    seed: u64,
+    pad: u32,
+    device: &Device,
+) -> Result<Batch> {
     let rows = p.rows();
     let per_epoch = rows.div_ceil(bs);
     let (epoch, k) = (m / per_epoch, m % per_epoch);
@@ -277,12 +331,13 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// Run the recipe's training. `resume` continues from the newest checkpoint in output_dir.
+/// `on_event` returning false stops the run where it is, like a kill (no final eval or save).
 pub fn train(
     r: &Recipe,
     loaded: &mut Loaded,
     prepared: &Prepared,
     resume: bool,
-    mut on_event: impl FnMut(Event),
+    mut on_event: impl FnMut(Event) -> bool,
 ) -> Result<Summary> {
     let t = &r.train;
     let out = t.output_dir.clone();
@@ -310,14 +365,18 @@ pub fn train(
         Some(p) => Some(tensorboard::MetricsLog::open(p)?),
         None => None,
     };
-    let eval_before = if start == 0 { eval_loss(model, &prepared.eval, t.batch_size, pad)? } else { None };
+    let eval_before = if start == 0 {
+        eval_loss(model, &prepared.eval, t.batch_size, pad)?
+    } else {
+        None
+    };
     if let Some(l) = eval_before {
-        on_event(Event::Eval { step: 0, loss: l });
+        let _ = on_event(Event::Eval { step: 0, loss: l });
         if let Some(w) = tb.as_mut() {
             w.add_scalar("eval/loss", l as f32, 0)?;
         }
     }
-    on_event(Event::Start { total, start });
+    let _ = on_event(Event::Start { total, start });
     let t0 = std::time::Instant::now();
     let (mut tokens_seen, mut first_loss, mut last_loss) = (0usize, None, None);
     let mut last_eval = eval_before;
@@ -335,17 +394,26 @@ pub fn train(
                 checkpointed_grads(model, &b, seed, &opt.vars)?
             } else {
                 let loss = batch_loss(model, &b, seed)?;
-                (loss.to_scalar::<f32>()? as f64, opt.grads_of(&loss.backward()?)?)
+                (
+                    loss.to_scalar::<f32>()? as f64,
+                    opt.grads_of(&loss.backward()?)?,
+                )
             };
             step_loss += l / t.grad_accum as f64;
             let g: Vec<candle_core::Tensor> = if t.grad_accum > 1 {
-                g.iter().map(|x| x / t.grad_accum as f64).collect::<candle_core::Result<_>>()?
+                g.iter()
+                    .map(|x| x / t.grad_accum as f64)
+                    .collect::<candle_core::Result<_>>()?
             } else {
                 g
             };
             grads = Some(match grads {
                 None => g,
-                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| a + b)
+                    .collect::<candle_core::Result<_>>()?,
             });
         }
         let mut grads = grads.unwrap_or_default();
@@ -357,7 +425,14 @@ pub fn train(
         first_loss.get_or_insert(step_loss);
         last_loss = Some(step_loss);
         let done = step + 1;
-        on_event(Event::Step { step: done, total, loss: step_loss, lr, grad_norm, tok_s });
+        let mut go_on = on_event(Event::Step {
+            step: done,
+            total,
+            loss: step_loss,
+            lr,
+            grad_norm,
+            tok_s,
+        });
         if done % t.log_every.max(1) == 0 || done == total {
             if let Some(w) = tb.as_mut() {
                 w.add_scalar("train/loss", step_loss as f32, done as i64)?;
@@ -367,13 +442,24 @@ pub fn train(
                 w.flush()?;
             }
             if let Some(mlog) = metrics.as_mut() {
-                mlog.log(done as u64, &[("loss", step_loss), ("lr", lr), ("grad_norm", grad_norm), ("tokens_per_sec", tok_s)])?;
+                mlog.log(
+                    done as u64,
+                    &[
+                        ("loss", step_loss),
+                        ("lr", lr),
+                        ("grad_norm", grad_norm),
+                        ("tokens_per_sec", tok_s),
+                    ],
+                )?;
             }
         }
         if t.eval_every.is_some_and(|n| n > 0 && done % n == 0) && done != total {
             if let Some(l) = eval_loss(model, &prepared.eval, t.batch_size, pad)? {
                 last_eval = Some(l);
-                on_event(Event::Eval { step: done, loss: l });
+                go_on &= on_event(Event::Eval {
+                    step: done,
+                    loss: l,
+                });
                 if let Some(w) = tb.as_mut() {
                     w.add_scalar("eval/loss", l as f32, done as i64)?;
                 }
@@ -390,13 +476,40 @@ pub fn train(
                 last_loss,
                 best_eval_loss: last_eval,
             };
-            let p = checkpoint::save(&out, model, &lcfg, &base_name, &opt, &st, t.keep_checkpoints)?;
-            on_event(Event::Saved { step: done, path: &p });
+            let p = checkpoint::save(
+                &out,
+                model,
+                &lcfg,
+                &base_name,
+                &opt,
+                &st,
+                t.keep_checkpoints,
+            )?;
+            go_on &= on_event(Event::Saved {
+                step: done,
+                path: &p,
+            });
+        }
+        if !go_on {
+            return Ok(Summary {
+                steps: done,
+                first_loss,
+                final_loss: last_loss,
+                eval_loss_before: eval_before,
+                eval_loss_after: None,
+                tokens_per_sec: tokens_seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                seconds: t0.elapsed().as_secs_f64(),
+                peak_rss_mib: peak_rss_mib(),
+                adapter_dir: out,
+            });
         }
     }
     let eval_after = eval_loss(model, &prepared.eval, t.batch_size, pad)?;
     if let Some(l) = eval_after {
-        on_event(Event::Eval { step: total, loss: l });
+        let _ = on_event(Event::Eval {
+            step: total,
+            loss: l,
+        });
         if let Some(w) = tb.as_mut() {
             w.add_scalar("eval/loss", l as f32, total as i64)?;
             w.flush()?;

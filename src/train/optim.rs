@@ -20,8 +20,14 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, weight_decay: f64) -> Result<Self> {
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(AdamW {
             vars,
             m,
@@ -83,10 +89,9 @@ impl AdamW {
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: usize) -> Result<()> {
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let get = |k: String| {
-                state
-                    .get(&k)
-                    .cloned()
-                    .ok_or_else(|| Error::invalid(format!("checkpoint optimizer state lacks `{k}`")))
+                state.get(&k).cloned().ok_or_else(|| {
+                    Error::invalid(format!("checkpoint optimizer state lacks `{k}`"))
+                })
             };
             self.m[i] = get(format!("{name}.exp_avg"))?.to_device(var.device())?;
             self.v[i] = get(format!("{name}.exp_avg_sq"))?.to_device(var.device())?;
@@ -125,7 +130,10 @@ mod tests {
         opt.step(&[g], 0.1).unwrap();
         let w = v.as_tensor().to_vec1::<f32>().unwrap();
         // Adam's first step is lr·sign(g) (bias-corrected m/√v = g/|g|).
-        assert!((w[0] - 0.9).abs() < 1e-5 && (w[1] + 1.9).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] - 0.9).abs() < 1e-5 && (w[1] + 1.9).abs() < 1e-5,
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn f16_at(b: &[u8], at: usize) -> f32 {
 
 /// Scale, offset and the 32 codes of one block (u in 0..32 for 4/5-bit types, i8 as i32 for
 /// Q8_0): the portable reading of the table above, used by the scalar kernel and the tests.
+#[cfg_attr(target_feature = "avx2", allow(dead_code))]
 pub fn decode_block(f: Format, b: &[u8]) -> (f32, f32, [i32; QK]) {
     let mut u = [0i32; QK];
     let nibbles = |qs: &[u8], u: &mut [i32; QK]| {

@@ -1,0 +1,259 @@
+//! AVX2 kernel (x86-64-v3: AVX2 + FMA + F16C, compiled in by .cargo/config.toml).
+//!
+//! Per (weight block, activation block) pair: `maddubs` multiplies 32 unsigned weight codes by
+//! 32 signed activation codes into 16 i16 pair sums (≤ 2·31·127 for 5-bit codes, so no
+//! saturation), `madd` with ones widens them to 8 i32, which are converted and accumulated
+//! with the scale d_w·d_x in f32. Q8_0 weights are signed: |w| times x carrying w's sign
+//! (≤ 2·128·127 per pair). Offsets (Q4_1/Q5_1 m, and −8d / −16d for Q4_0/Q5_0) add m·s_x per
+//! block. A tile of RW weight rows × RA activation rows shares each unpacked weight block and
+//! each loaded activation block; decode runs 4×1 tiles, prefill 4×2.
+
+use super::act::Acts;
+use super::format::{Format, QK};
+use super::Out;
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+/// One weight block unpacked into registers.
+#[derive(Clone, Copy)]
+struct WBlock {
+    /// Unsigned codes (|w| for Q8_0).
+    u: __m256i,
+    /// Q8_0 only: the signed codes, whose signs go onto the activations.
+    sign: __m256i,
+    /// d broadcast.
+    d: __m256,
+    /// Offset m (0 for Q8_0).
+    m: f32,
+}
+
+trait Block {
+    const BYTES: usize;
+    const SIGNED: bool;
+    const HAS_MIN: bool;
+    unsafe fn load(p: *const u8) -> WBlock;
+}
+
+#[inline(always)]
+unsafe fn f16_bcast(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()))
+}
+
+#[inline(always)]
+unsafe fn f16_scalar(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        (p as *const u16).read_unaligned() as i32,
+    )))
+}
+
+/// 16 bytes of packed nibbles -> 32 codes: low nibbles first, then high nibbles.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let raw = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Bit j of the 32-bit little-endian word at p -> 16 in byte j, else 0.
+#[inline(always)]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    let qh = (p as *const i32).read_unaligned();
+    // Byte j takes byte j/8 of qh, then keeps only bit j%8.
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), pick);
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+struct Q4_0;
+struct Q4_1;
+struct Q5_0;
+struct Q5_1;
+struct Q8_0;
+
+impl Block for Q4_0 {
+    const BYTES: usize = 18;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> WBlock {
+        let d = f16_scalar(p);
+        WBlock {
+            u: nibbles(p.add(2)),
+            sign: _mm256_setzero_si256(),
+            d: _mm256_set1_ps(d),
+            m: -8.0 * d,
+        }
+    }
+}
+
+impl Block for Q4_1 {
+    const BYTES: usize = 20;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> WBlock {
+        WBlock {
+            u: nibbles(p.add(4)),
+            sign: _mm256_setzero_si256(),
+            d: f16_bcast(p),
+            m: f16_scalar(p.add(2)),
+        }
+    }
+}
+
+impl Block for Q5_0 {
+    const BYTES: usize = 22;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> WBlock {
+        let d = f16_scalar(p);
+        let u = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
+        WBlock {
+            u,
+            sign: _mm256_setzero_si256(),
+            d: _mm256_set1_ps(d),
+            m: -16.0 * d,
+        }
+    }
+}
+
+impl Block for Q5_1 {
+    const BYTES: usize = 24;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> WBlock {
+        let u = _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)));
+        WBlock {
+            u,
+            sign: _mm256_setzero_si256(),
+            d: f16_bcast(p),
+            m: f16_scalar(p.add(2)),
+        }
+    }
+}
+
+impl Block for Q8_0 {
+    const BYTES: usize = 34;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> WBlock {
+        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        WBlock {
+            u: _mm256_abs_epi8(q),
+            sign: q,
+            d: f16_bcast(p),
+            m: 0.0,
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// out[a0+a][r0+r] for r < RW, a < RA: full dot products over all `nb` blocks.
+#[inline(always)]
+unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
+    w: *const u8,
+    nb: usize,
+    acts: &Acts,
+    r0: usize,
+    a0: usize,
+    out: &Out,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let row_bytes = nb * B::BYTES;
+    let qs = acts.qs.as_ptr();
+    let (ds, ss) = (acts.d.as_ptr(), acts.s.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); RA]; RW];
+    let mut macc = [[0f32; RA]; RW];
+    for b in 0..nb {
+        let mut y = [_mm256_setzero_si256(); RA];
+        let mut dx = [_mm256_setzero_ps(); RA];
+        let mut sx = [0f32; RA];
+        for a in 0..RA {
+            let i = (a0 + a) * nb + b;
+            y[a] = _mm256_loadu_si256(qs.add(i * QK) as *const __m256i);
+            dx[a] = _mm256_broadcast_ss(&*ds.add(i));
+            sx[a] = *ss.add(i);
+        }
+        for r in 0..RW {
+            let wb = B::load(w.add((r0 + r) * row_bytes + b * B::BYTES));
+            for a in 0..RA {
+                let p16 = if B::SIGNED {
+                    _mm256_maddubs_epi16(wb.u, _mm256_sign_epi8(y[a], wb.sign))
+                } else {
+                    _mm256_maddubs_epi16(wb.u, y[a])
+                };
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[r][a] = _mm256_fmadd_ps(_mm256_mul_ps(wb.d, dx[a]), p, acc[r][a]);
+                if B::HAS_MIN {
+                    macc[r][a] += wb.m * sx[a];
+                }
+            }
+        }
+    }
+    for r in 0..RW {
+        for a in 0..RA {
+            out.write(a0 + a, r0 + r, hsum(acc[r][a]) + macc[r][a]);
+        }
+    }
+}
+
+/// Activation rows per tile in prefill; weight rows per tile.
+const RA: usize = 2;
+const RW: usize = 4;
+
+#[inline(always)]
+unsafe fn rows_of<B: Block>(w: &[u8], rows: Range<usize>, acts: &Acts, out: &Out) {
+    let nb = acts.blocks_per_row();
+    debug_assert!(w.len() >= rows.end * nb * B::BYTES);
+    let (w, m) = (w.as_ptr(), acts.m);
+    let mut r = rows.start;
+    while r < rows.end {
+        if r + RW <= rows.end {
+            let mut a = 0;
+            while a + RA <= m {
+                tile::<B, RW, RA>(w, nb, acts, r, a, out);
+                a += RA;
+            }
+            while a < m {
+                tile::<B, RW, 1>(w, nb, acts, r, a, out);
+                a += 1;
+            }
+            r += RW;
+        } else {
+            for a in 0..m {
+                tile::<B, 1, 1>(w, nb, acts, r, a, out);
+            }
+            r += 1;
+        }
+    }
+}
+
+/// out[a][r] = x_a · w_r for r in `rows`, every activation row a.
+pub fn matmul_rows(f: Format, w: &[u8], rows: Range<usize>, acts: &Acts, out: &Out) {
+    assert!(w.len() >= rows.end * acts.blocks_per_row() * f.block_bytes());
+    // SAFETY: the assert bounds every weight read; activation reads stay within `acts`
+    // (m rows of nb blocks); writes go to (a < m, r in rows), which the caller owns.
+    unsafe {
+        match f {
+            Format::Q4_0 => rows_of::<Q4_0>(w, rows, acts, out),
+            Format::Q4_1 => rows_of::<Q4_1>(w, rows, acts, out),
+            Format::Q5_0 => rows_of::<Q5_0>(w, rows, acts, out),
+            Format::Q5_1 => rows_of::<Q5_1>(w, rows, acts, out),
+            Format::Q8_0 => rows_of::<Q8_0>(w, rows, acts, out),
+        }
+    }
+}
