@@ -5,7 +5,10 @@ pub mod bench;
 pub mod common;
 pub mod dry_run;
 pub mod eval;
+pub mod export_adapter;
 pub mod info;
+pub mod merge;
+pub mod quantize;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
@@ -40,6 +43,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// OpenAI-compatible HTTP server (streaming), adapters by name, and a web chat page at /.
     Serve(serve::ServeArgs),
+    /// Fold LoRA adapters into the base and write an HF folder (or a GGUF with --out X.gguf).
+    Merge(merge::MergeArgs),
+    /// Write a GGUF (F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, ...) that llama.cpp and Ollama load.
+    Quantize(quantize::QuantizeArgs),
+    /// Write a LoRA adapter as a GGUF adapter for llama.cpp (`--lora`).
+    ExportAdapter(export_adapter::ExportAdapterArgs),
     /// Evaluate: MMLU, perplexity, the held-out task; base vs fine-tuned side by side.
     Eval(eval::EvalArgs),
     /// Prefill and decode throughput, llama-bench style.
@@ -56,6 +65,9 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Merge(a) => merge::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::ExportAdapter(a) => export_adapter::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Train(a) => train::run(a),
     }
