@@ -20,12 +20,21 @@ fn setup(quant: Option<GgmlDType>) -> (Llama, Vec<(String, Var)>, ft::train::bat
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     for (name, v) in &vars {
         if name.contains("lora_B") {
-            let vals: Vec<f32> = (0..v.elem_count()).map(|_| rng.random_range(-0.05f32..0.05)).collect();
-            v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap()).unwrap();
+            let vals: Vec<f32> = (0..v.elem_count())
+                .map(|_| rng.random_range(-0.05f32..0.05))
+                .collect();
+            v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
         }
     }
-    let e1 = Encoded { ids: (0..24).map(|i| (i * 7 + 3) % 250).collect(), mask: vec![true; 24] };
-    let e2 = Encoded { ids: (0..17).map(|i| (i * 11 + 5) % 250).collect(), mask: (0..17).map(|i| i > 4).collect() };
+    let e1 = Encoded {
+        ids: (0..24).map(|i| (i * 7 + 3) % 250).collect(),
+        mask: vec![true; 24],
+    };
+    let e2 = Encoded {
+        ids: (0..17).map(|i| (i * 11 + 5) % 250).collect(),
+        mask: (0..17).map(|i| i > 4).collect(),
+    };
     let batch = pad_batch(&[&e1, &e2], 0, &Device::Cpu).unwrap();
     (model, vars, batch)
 }
@@ -45,7 +54,9 @@ fn check(quant: Option<GgmlDType>) {
         let dirs: Vec<Tensor> = vars
             .iter()
             .map(|(_, v)| {
-                let d: Vec<f32> = (0..v.elem_count()).map(|_| rng.random_range(-1f32..1.0)).collect();
+                let d: Vec<f32> = (0..v.elem_count())
+                    .map(|_| rng.random_range(-1f32..1.0))
+                    .collect();
                 Tensor::from_vec(d, v.shape(), &Device::Cpu).unwrap()
             })
             .collect();
@@ -53,12 +64,22 @@ fn check(quant: Option<GgmlDType>) {
             .iter()
             .zip(&dirs)
             .map(|((_, v), d)| {
-                let g = grads.get(v.as_tensor()).expect("every adapter var gets a gradient");
-                (g * d).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+                let g = grads
+                    .get(v.as_tensor())
+                    .expect("every adapter var gets a gradient");
+                (g * d)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
             })
             .sum();
         let eps = 1e-3;
-        let orig: Vec<Tensor> = vars.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
+        let orig: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy().unwrap())
+            .collect();
         let shift = |s: f64| {
             for (((_, v), d), o) in vars.iter().zip(&dirs).zip(&orig) {
                 v.set(&(o + (d * s).unwrap()).unwrap()).unwrap();
@@ -118,7 +139,14 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     assert!((lv - cl).abs() < 1e-6, "{lv} vs {cl}");
     for ((name, v), g) in vars.iter().zip(&cg) {
         let want = store.get(v.as_tensor()).unwrap();
-        let d = (want - g).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (want - g)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "{name}: max diff {d}");
     }
 }

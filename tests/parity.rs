@@ -11,7 +11,8 @@ use ft::tokenizer::Tokenizer;
 
 #[test]
 fn tokenizer_matches_llama_cpp() {
-    let (Some(model), Some(fx)) = (common::real_model(), common::fixture_json("tokenize.json")) else {
+    let (Some(model), Some(fx)) = (common::real_model(), common::fixture_json("tokenize.json"))
+    else {
         return;
     };
     let tok = Tokenizer::from_gguf(&GgufFile::open(&model).unwrap()).unwrap();
@@ -41,7 +42,8 @@ fn log_softmax_rows(logits: &Tensor) -> Vec<Vec<f64>> {
 }
 
 fn check_logprobs(mode: MatmulMode) {
-    let (Some(model), Some(fx)) = (common::real_model(), common::fixture_json("logprobs.json")) else {
+    let (Some(model), Some(fx)) = (common::real_model(), common::fixture_json("logprobs.json"))
+    else {
         return;
     };
     let loaded = load(&model, &LoadOptions::default()).unwrap();
@@ -54,8 +56,16 @@ fn check_logprobs(mode: MatmulMode) {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        let input = Tensor::new(ids.as_slice(), &loaded.model.device).unwrap().unsqueeze(0).unwrap();
-        let logits = loaded.model.forward(&input, 0, None, &ctx).unwrap().squeeze(0).unwrap();
+        let input = Tensor::new(ids.as_slice(), &loaded.model.device)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = loaded
+            .model
+            .forward(&input, 0, None, &ctx)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
         let rows = log_softmax_rows(&logits);
         let target = case["target_logprobs"].as_array().unwrap();
         let top5 = case["top5_per_position"].as_array().unwrap();
@@ -64,7 +74,10 @@ fn check_logprobs(mode: MatmulMode) {
             let got = rows[p][ids[p + 1] as usize];
             let d = (got - want).abs();
             if mode == MatmulMode::Exact {
-                assert!(d <= 2e-3, "exact path: position {p}: got {got}, want {want}");
+                assert!(
+                    d <= 2e-3,
+                    "exact path: position {p}: got {got}, want {want}"
+                );
             }
             sum_abs += d;
             max_abs = max_abs.max(d);

@@ -13,7 +13,10 @@ pub fn fixture(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: fixture {} not found (../shared/fixtures is not beside this checkout)", p.display());
+        eprintln!(
+            "SKIP: fixture {} not found (../shared/fixtures is not beside this checkout)",
+            p.display()
+        );
         None
     }
 }
@@ -29,7 +32,10 @@ pub fn real_model() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not fetched (run scripts/fetch-assets.sh)", p.display());
+        eprintln!(
+            "SKIP: {} not fetched (run scripts/fetch-assets.sh)",
+            p.display()
+        );
         None
     }
 }
@@ -39,7 +45,10 @@ pub fn real_mmlu() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not fetched (run scripts/fetch-assets.sh)", p.display());
+        eprintln!(
+            "SKIP: {} not fetched (run scripts/fetch-assets.sh)",
+            p.display()
+        );
         None
     }
 }
