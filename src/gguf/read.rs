@@ -53,7 +53,7 @@ impl<'a> Cursor<'a> {
     fn err(&self, msg: impl Into<String>) -> Error {
         Error::format(
             self.path,
-            format!("corrupt GGUF at byte {}: {}", self.pos, msg.into()),
+            format!("truncated or corrupt GGUF at byte {}: {}", self.pos, msg.into()),
         )
     }
 
@@ -170,7 +170,7 @@ impl GgufFile {
         let left = (c.buf.len() - c.pos) as u64;
         if n_tensors > left || n_kv > left {
             return Err(c.err(format!(
-                "{n_tensors} tensors / {n_kv} metadata entries cannot fit in the file"
+                "file truncated or corrupt: {n_tensors} tensors / {n_kv} metadata entries cannot fit in it"
             )));
         }
         let mut metadata = BTreeMap::new();
