@@ -84,7 +84,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     eprintln!("step {step}/{total} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tok_s:.0} tok/s");
                 }
             }
-            Event::Eval { step, loss } => bar.println(format!("step {step}: eval loss {loss:.4}")),
+            Event::Eval { step, loss } => {
+                if quiet {
+                    eprintln!("step {step}: eval loss {loss:.4}");
+                } else {
+                    bar.println(format!("step {step}: eval loss {loss:.4}"));
+                }
+            }
             Event::Saved { step, path } => {
                 if quiet {
                     eprintln!("step {step}: checkpoint {}", path.display());

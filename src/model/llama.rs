@@ -123,6 +123,7 @@ pub struct Attention {
 
 impl Attention {
     /// x: (batch, seq, hidden) at positions pos..pos+seq.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,

@@ -109,6 +109,7 @@ named_enum!(
     }
 );
 
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
 impl Default for Scheduler {
     fn default() -> Self {
         Scheduler::Cosine
@@ -129,6 +130,7 @@ named_enum!(
     }
 );
 
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
 impl Default for DataFormat {
     fn default() -> Self {
         DataFormat::Chat
