@@ -72,7 +72,10 @@ pub fn expand_paths(spec: &[String]) -> Result<Vec<PathBuf>> {
                 .map_err(|e| Error::invalid(format!("bad dataset path pattern `{entry}`: {e}")))?;
             let mut v = Vec::new();
             for p in paths {
-                let p = p.map_err(|e| Error::io(e.path(), e.into()))?;
+                let p = p.map_err(|e| {
+                    let path = PathBuf::from(e.path());
+                    Error::io(path, e.into())
+                })?;
                 if p.is_file() {
                     v.push(p);
                 }
