@@ -7,8 +7,11 @@ Always checks that gguf-py parses the file, that every tensor's data offset is a
 `general.alignment`, that tensors do not overlap, and, for a model (general.type = model),
 that the keys llama.cpp needs are present and the token arrays agree in length. With
 EXPECT.json ({"metadata": {key: value}, "tensor_count": N, "tensors": {name: {"shape":
-[innermost first], "type": "Q4_K"}}}) also compares those. Prints one line per problem and
-exits 1 if there is any; prints a JSON summary and exits 0 otherwise.
+[innermost first], "type": "Q4_K"}}, "compare": {"path": OTHER.gguf, "max_rel_rms": {"Q4_K":
+0.1, ...}}}) also compares those; "compare" dequantizes every tensor of both files with gguf-py's
+own decoders and bounds the relative RMS difference per stored type (an independent check of
+the block encoding and of the q/k row layout). Prints one line per problem and exits 1 if there
+is any; prints a JSON summary and exits 0 otherwise.
 """
 import json
 import sys
@@ -101,6 +104,25 @@ def main():
             problems.append(f"tensor {name}: shape {shape}, want {want['shape']}")
         if "type" in want and t.tensor_type.name != want["type"]:
             problems.append(f"tensor {name}: type {t.tensor_type.name}, want {want['type']}")
+    worst = {}
+    if "compare" in expect:
+        from gguf.quants import dequantize
+        import numpy as np
+        other = {t.name: t for t in gguf.GGUFReader(expect["compare"]["path"]).tensors}
+        bounds = expect["compare"].get("max_rel_rms", {})
+        for t in r.tensors:
+            o = other.get(t.name)
+            if o is None or [int(x) for x in o.shape] != [int(x) for x in t.shape]:
+                problems.append(f"compare: tensor {t.name} missing or shaped differently in the other file")
+                continue
+            x = dequantize(o.data, o.tensor_type).astype(np.float32).ravel()
+            y = dequantize(t.data, t.tensor_type).astype(np.float32).ravel()
+            rel = float(np.sqrt(np.mean((x - y) ** 2)) / (np.sqrt(np.mean(x ** 2)) + 1e-12))
+            ty = t.tensor_type.name
+            worst[ty] = max(worst.get(ty, 0.0), rel)
+            bound = bounds.get(ty)
+            if bound is not None and rel > bound:
+                problems.append(f"compare: tensor {t.name} ({ty}) differs by relative RMS {rel:.4f} > {bound}")
     for p in problems:
         print(p)
     if problems:
@@ -109,7 +131,7 @@ def main():
     for t in r.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     print(json.dumps({"tensors": len(r.tensors), "types": types, "architecture": arch,
-                      "general.type": meta.get("general.type")}))
+                      "general.type": meta.get("general.type"), "compare_worst_rel_rms": worst}))
     return 0
 
 

@@ -281,7 +281,9 @@ fn gguf_export_reads_back_with_the_same_logits() {
             "tensor_count": 21,
             "tensors": {"blk.1.attn_k.weight": {"shape": [64, 32], "type": "Q8_0"},
                         "output.weight": {"shape": [64, 259], "type": "Q8_0"},
-                        "output_norm.weight": {"shape": [64], "type": "F32"}}
+                        "output_norm.weight": {"shape": [64], "type": "F32"}},
+            // gguf-py's own Q8_0 decoder against the F32 file: same values, same q/k row order.
+            "compare": {"path": dir.path().join("tiny-F32.gguf"), "max_rel_rms": {"Q8_0": 0.01, "F32": 0.0}}
         })),
     );
 }
@@ -798,7 +800,10 @@ fn real_model_quantizes_like_llama_cpp() {
         Some(
             serde_json::json!({"metadata": {"general.file_type": 15, "llama.embedding_length": 576}, "tensor_count": 272,
         "tensors": {"token_embd.weight": {"shape": [576, 49152], "type": "Q8_0"}, "blk.0.attn_v.weight": {"shape": [576, 192], "type": "Q8_0"},
-                    "blk.3.ffn_down.weight": {"shape": [1536, 576], "type": "Q4_K"}}}),
+                    "blk.3.ffn_down.weight": {"shape": [1536, 576], "type": "Q4_K"}},
+        // Every tensor against llama.cpp's own converted file, decoded by gguf-py: a wrong q/k
+        // row order or block encoding would differ by ~100%.
+        "compare": {"path": model, "max_rel_rms": {"F32": 0.0, "Q8_0": 0.02, "Q6_K": 0.05, "Q5_0": 0.1, "Q4_K": 0.1}}}),
         ),
     );
 }

@@ -403,7 +403,7 @@ fn tokenizer_metadata(loaded: &Loaded) -> Result<Vec<(String, Value)>> {
     }
     let mut m: Vec<(String, Value)> = vec![
         ("tokenizer.ggml.model".into(), s(&v.model)),
-        ("tokenizer.ggml.pre".into(), s(&v.pre)),
+        ("tokenizer.ggml.pre".into(), s(llama_cpp_pre(&v.pre))),
         (
             "tokenizer.ggml.tokens".into(),
             Value::Array(tokens.into_iter().map(Value::String).collect()),
@@ -456,6 +456,14 @@ fn tokenizer_metadata(loaded: &Loaded) -> Result<Vec<(String, Value)>> {
         m.push(("tokenizer.chat_template".into(), s(&t.source)));
     }
     Ok(m)
+}
+
+/// llama.cpp's name for a pre-tokenizer: it knows `gpt-2`, not `gpt2`.
+fn llama_cpp_pre(pre: &str) -> &str {
+    match pre {
+        "gpt2" => "gpt-2",
+        other => other,
+    }
 }
 
 /// `ft quantize`: load a GGUF or HF folder and write it as a GGUF of `opts.file_type`.
