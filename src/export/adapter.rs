@@ -173,9 +173,11 @@ pub fn export_adapter(
     })
 }
 
-/// Read a GGUF LoRA back as (alpha, [(base GGUF tensor name, A (r, in), B (out, r))]), B rows
-/// in GGUF layout. For checks and tests.
-pub fn read_adapter(path: &Path) -> Result<(f64, Vec<(String, Tensor, Tensor)>)> {
+/// One adapted tensor of a GGUF LoRA: (base GGUF tensor name, A (r, in), B (out, r)).
+pub type AdapterTensor = (String, Tensor, Tensor);
+
+/// Read a GGUF LoRA back as (alpha, tensors), B rows in GGUF layout. For checks and tests.
+pub fn read_adapter(path: &Path) -> Result<(f64, Vec<AdapterTensor>)> {
     let f = GgufFile::open(path)?;
     if f.get_str("general.type") != Some("adapter") || f.get_str("adapter.type") != Some("lora") {
         return Err(Error::format(

@@ -230,7 +230,7 @@ pub fn values(item: &Item<'_>, merge: &[(usize, f64)]) -> Result<Values> {
 /// Rows of an f32 tensor (rows, ..) reordered from HF to GGUF q/k layout.
 pub fn permute_rows(t: &Tensor, n_head: usize) -> Result<Tensor> {
     let rows = t.dim(0)?;
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "cannot split {rows} rows into {n_head} heads of even size"
         )));

@@ -11,7 +11,7 @@ use candle_core::quantized::GgmlDType;
 /// Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0 (`tensor_type_fallback`), and to F16 when even the
 /// 32-wide fallback does not fit.
 pub fn fallback_qtype(ncols: usize, want: GgmlDType) -> GgmlDType {
-    if ncols % want.block_size() == 0 {
+    if ncols.is_multiple_of(want.block_size()) {
         return want;
     }
     let fb = match want {
@@ -21,7 +21,7 @@ pub fn fallback_qtype(ncols: usize, want: GgmlDType) -> GgmlDType {
         GgmlDType::Q6K => GgmlDType::Q8_0,
         _ => GgmlDType::F16,
     };
-    if ncols % fb.block_size() == 0 {
+    if ncols.is_multiple_of(fb.block_size()) {
         fb
     } else {
         GgmlDType::F16
@@ -283,7 +283,7 @@ fn mix_type(ft: FileType, name: &str, ncols: usize, m: &MixModel) -> GgmlDType {
     let n = m.n_layers.max(1);
     if cat == Category::Output || (m.tied_embeddings && cat == Category::TokenEmbd) {
         // Rows that do not fit the default block go straight to Q8_0 (not counted as a fallback).
-        return if ncols % default.block_size() != 0 {
+        return if !ncols.is_multiple_of(default.block_size()) {
             T::Q8_0
         } else if default != T::Q8_0 {
             T::Q6K
