@@ -17,17 +17,41 @@ fn main() {
     let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let fx = root.join("../shared/fixtures/peft-reference.json");
     if !model.exists() || !fx.exists() {
-        eprintln!("SKIP: needs {} (scripts/fetch-assets.sh) and {}", model.display(), fx.display());
+        eprintln!(
+            "SKIP: needs {} (scripts/fetch-assets.sh) and {}",
+            model.display(),
+            fx.display()
+        );
         return;
     }
-    let threads: usize = std::env::var("FT_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let threads: usize = std::env::var("FT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     ft::device::set_threads(threads);
-    let steps: usize = std::env::var("FT_BENCH_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let steps: usize = std::env::var("FT_BENCH_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let ckpt = std::env::var("FT_BENCH_CKPT").is_ok();
-    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx).unwrap()).unwrap();
-    let batches: Vec<Vec<Vec<u32>>> = serde_json::from_value(fx["first_two_batches_token_ids"].clone()).unwrap();
-    let mut loaded = load(&model, &LoadOptions { max_positions: Some(512), ..Default::default() }).unwrap();
-    let cfg = ft::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.0, ..Default::default() };
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx).unwrap()).unwrap();
+    let batches: Vec<Vec<Vec<u32>>> =
+        serde_json::from_value(fx["first_two_batches_token_ids"].clone()).unwrap();
+    let mut loaded = load(
+        &model,
+        &LoadOptions {
+            max_positions: Some(512),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cfg = ft::lora::LoraConfig {
+        r: 16,
+        alpha: 32.0,
+        dropout: 0.0,
+        ..Default::default()
+    };
     let vars = attach_adapters(&mut loaded.model, &cfg, 0).unwrap();
     let mut opt = optim::AdamW::new(vars, 0.0).unwrap();
     let mut times = Vec::new();
@@ -50,23 +74,36 @@ fn main() {
             checkpointed_grads(&loaded.model, &batch, 0, &opt.vars).unwrap()
         } else {
             let l = batch_loss(&loaded.model, &batch, 0).unwrap();
-            (l.to_scalar::<f32>().unwrap() as f64, opt.grads_of(&l.backward().unwrap()).unwrap())
+            (
+                l.to_scalar::<f32>().unwrap() as f64,
+                opt.grads_of(&l.backward().unwrap()).unwrap(),
+            )
         };
         opt.step(&grads, 2e-4).unwrap();
         let dt = t0.elapsed().as_secs_f64();
-        eprintln!("step {s}: loss {loss:.4} {dt:.2}s{}", if s == 0 { " (warm-up)" } else { "" });
+        eprintln!(
+            "step {s}: loss {loss:.4} {dt:.2}s{}",
+            if s == 0 { " (warm-up)" } else { "" }
+        );
         if s > 0 {
             times.push(dt);
         }
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let key = if ckpt { "with_gradient_checkpointing" } else { "no_checkpointing" };
+    let key = if ckpt {
+        "with_gradient_checkpointing"
+    } else {
+        "no_checkpointing"
+    };
     let torch = &fx[key];
     let rss = ft::train::peak_rss_mib();
     println!("| | tokens/s | step s (median) | peak RSS MiB |");
     println!("|---|---:|---:|---:|");
-    println!("| ft ({threads} threads, {key}) | {:.1} | {median:.2} | {rss:.0} |", tokens as f64 / median);
+    println!(
+        "| ft ({threads} threads, {key}) | {:.1} | {median:.2} | {rss:.0} |",
+        tokens as f64 / median
+    );
     println!(
         "| PyTorch + PEFT | {} | {} | {} |",
         torch["tokens_per_s"], torch["median_step_s"], torch["peak_rss_mib_getrusage"]

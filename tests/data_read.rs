@@ -21,7 +21,7 @@ fn ds(name: &str) -> PathBuf {
 }
 
 fn read(name: &str, format: Format) -> ReadReport {
-    read_examples(&[ds(name)], format, &FieldMap::default()).unwrap()
+    read_examples(&[ds(name)], format, FieldMap::default()).unwrap()
 }
 
 fn read_err(path: PathBuf, format: Format, fields: &FieldMap) -> String {
@@ -121,7 +121,12 @@ fn json_array_parquet_and_jsonl_read_equal() {
         "list.parquet",
         vec![("messages", messages_column(&chats))],
     );
-    let from_list = read_examples(&[list.clone()], Format::Chat, &FieldMap::default()).unwrap();
+    let from_list = read_examples(
+        std::slice::from_ref(&list),
+        Format::Chat,
+        FieldMap::default(),
+    )
+    .unwrap();
     assert_eq!(from_list.examples, jsonl.examples);
     assert_eq!(
         from_list.skipped,
@@ -140,7 +145,7 @@ fn json_array_parquet_and_jsonl_read_equal() {
         .collect();
     let col: ArrayRef = Arc::new(StringArray::from_iter_values(text));
     let s = write_parquet(dir.path(), "string.parquet", vec![("messages", col)]);
-    let from_string = read_examples(&[s], Format::Chat, &FieldMap::default()).unwrap();
+    let from_string = read_examples(&[s], Format::Chat, FieldMap::default()).unwrap();
     assert_eq!(from_string.examples, jsonl.examples);
 }
 
@@ -200,7 +205,12 @@ fn instruction_jsonl_and_parquet() {
             ),
         ],
     );
-    let q = read_examples(&[p.clone()], Format::Instruction, &FieldMap::default()).unwrap();
+    let q = read_examples(
+        std::slice::from_ref(&p),
+        Format::Instruction,
+        FieldMap::default(),
+    )
+    .unwrap();
     assert_eq!(q.examples, r.examples);
     assert_eq!(q.skipped, vec![(p, 3, "empty `output`".into())]);
 }
@@ -238,7 +248,7 @@ fn completion_and_text() {
             ]),
         )],
     );
-    let q = read_examples(&[p], Format::Text, &FieldMap::default()).unwrap();
+    let q = read_examples(&[p], Format::Text, FieldMap::default()).unwrap();
     assert_eq!(q.examples, t.examples);
 }
 
@@ -361,7 +371,7 @@ fn parquet_errors() {
 #[test]
 fn globs_directories_and_order() {
     let pattern = ds("parts/*.jsonl").to_string_lossy().into_owned();
-    let paths = expand_paths(&[pattern.clone()]).unwrap();
+    let paths = expand_paths(std::slice::from_ref(&pattern)).unwrap();
     assert_eq!(
         paths,
         vec![ds("parts/part-1.jsonl"), ds("parts/part-2.jsonl")]
@@ -376,7 +386,7 @@ fn globs_directories_and_order() {
         vec![ds("parts/part-2.jsonl"), ds("parts/part-1.jsonl")]
     );
 
-    let r = read_examples(&paths, Format::Text, &FieldMap::default()).unwrap();
+    let r = read_examples(&paths, Format::Text, FieldMap::default()).unwrap();
     let texts: Vec<_> = r
         .examples
         .iter()
@@ -403,12 +413,12 @@ fn split_is_deterministic() {
             ds("completion.jsonl"),
         ],
         Format::Chat,
-        &FieldMap::default(),
+        FieldMap::default(),
     );
     // Mixed formats in one read fail at the first non-chat file.
     assert!(r.is_err());
     let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/support/train.jsonl");
-    let ex = read_examples(&[support], Format::Chat, &FieldMap::default())
+    let ex = read_examples(&[support], Format::Chat, FieldMap::default())
         .unwrap()
         .examples;
     let a = split_eval(ex.clone(), 0.25, 3);
@@ -431,13 +441,13 @@ fn support_dataset_is_consistent() {
     let train = read_examples(
         &[root.join("train.jsonl")],
         Format::Chat,
-        &FieldMap::default(),
+        FieldMap::default(),
     )
     .unwrap();
     let eval = read_examples(
         &[root.join("eval.jsonl")],
         Format::Chat,
-        &FieldMap::default(),
+        FieldMap::default(),
     )
     .unwrap();
     assert!(train.examples.len() >= 300 && train.skipped.is_empty());

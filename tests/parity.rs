@@ -116,16 +116,30 @@ fn logprobs_match_pytorch_fast_path() {
 /// batches equals PyTorch's step-0 loss within 1e-3.
 #[test]
 fn training_loss_matches_pytorch_peft_step0() {
-    let (Some(model), Some(fx)) = (common::real_model(), common::fixture_json("peft-reference.json")) else {
+    let (Some(model), Some(fx)) = (
+        common::real_model(),
+        common::fixture_json("peft-reference.json"),
+    ) else {
         return;
     };
     let mut loaded = load(&model, &LoadOptions::default()).unwrap();
-    let cfg = ft::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.0, ..Default::default() };
+    let cfg = ft::lora::LoraConfig {
+        r: 16,
+        alpha: 32.0,
+        dropout: 0.0,
+        ..Default::default()
+    };
     ft::train::attach_adapters(&mut loaded.model, &cfg, 0).unwrap();
-    let batches: Vec<Vec<Vec<u32>>> = serde_json::from_value(fx["first_two_batches_token_ids"].clone()).unwrap();
+    let batches: Vec<Vec<Vec<u32>>> =
+        serde_json::from_value(fx["first_two_batches_token_ids"].clone()).unwrap();
     for (i, b) in batches.iter().enumerate() {
         let (bs, t) = (b.len(), b[0].len());
-        let x = Tensor::from_vec(b.iter().flatten().copied().collect::<Vec<u32>>(), (bs, t), &loaded.model.device).unwrap();
+        let x = Tensor::from_vec(
+            b.iter().flatten().copied().collect::<Vec<u32>>(),
+            (bs, t),
+            &loaded.model.device,
+        )
+        .unwrap();
         let batch = ft::train::batch::Batch {
             input: x.narrow(1, 0, t - 1).unwrap().contiguous().unwrap(),
             target: x.narrow(1, 1, t - 1).unwrap().contiguous().unwrap(),
@@ -133,8 +147,13 @@ fn training_loss_matches_pytorch_peft_step0() {
             segments: None,
             tokens: bs * t,
         };
-        let loss = ft::train::batch_loss(&loaded.model, &batch, 0).unwrap().to_scalar::<f32>().unwrap() as f64;
-        let want = fx["loss_fixture"]["batches"][i]["loss_f64_logsoftmax"].as_f64().unwrap();
+        let loss = ft::train::batch_loss(&loaded.model, &batch, 0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let want = fx["loss_fixture"]["batches"][i]["loss_f64_logsoftmax"]
+            .as_f64()
+            .unwrap();
         eprintln!("batch {i}: loss {loss:.6} vs PyTorch {want:.6}");
         assert!((loss - want).abs() < 1e-3, "batch {i}: {loss} vs {want}");
     }

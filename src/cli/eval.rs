@@ -307,8 +307,11 @@ fn evaluate(
         if matches!(ext, "jsonl" | "json" | "parquet") {
             let format: ft::data::Format = serde_json::from_value(serde_json::json!(a.data_format))
                 .with_context(|| format!("--data-format `{}`", a.data_format))?;
-            let read =
-                ft::data::read_examples(&[p.clone()], format, ft::data::FieldMap::default())?;
+            let read = ft::data::read_examples(
+                std::slice::from_ref(p),
+                format,
+                ft::data::FieldMap::default(),
+            )?;
             let enc = ft::train::batch::Encoder {
                 tokenizer: &loaded.tokenizer,
                 template: &template,

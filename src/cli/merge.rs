@@ -56,7 +56,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "GIB" => 1073741824.0,
         u => bail!("size `{s}`: unknown unit `{u}` (use B, KB, MB, GB, KiB, MiB, GiB)"),
     };
-    if !(n > 0.0) {
+    if n.is_nan() || n <= 0.0 {
         bail!("size `{s}` must be positive");
     }
     Ok((n * mult) as u64)

@@ -53,7 +53,11 @@ impl<'a> Cursor<'a> {
     fn err(&self, msg: impl Into<String>) -> Error {
         Error::format(
             self.path,
-            format!("truncated or corrupt GGUF at byte {}: {}", self.pos, msg.into()),
+            format!(
+                "truncated or corrupt GGUF at byte {}: {}",
+                self.pos,
+                msg.into()
+            ),
         )
     }
 

@@ -5,9 +5,8 @@
 //!
 //! x (.., k) f32 on the CPU times Wᵀ for W (n, k) in Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 gives
 //! (.., n). The weight bytes are read in place from the `QTensor` (no copy, no repacking).
-//! Output rows of W are split into contiguous ranges over the rayon pool (`ft --threads`);
-//! small products stay on the calling thread, where waking the pool would cost more than
-//! the work. Other types (K-quants, f16) return `None` and the caller uses candle's kernel.
+//! Output rows of W are split into contiguous ranges shared by the calling thread and the
+//! rayon pool (`ft --threads`, see `share`); small products stay on the calling thread. Other types (K-quants, f16) return `None` and the caller uses candle's kernel.
 
 mod act;
 #[cfg(all(
@@ -21,6 +20,7 @@ mod format;
 // The kernel off x86-64-v3; on it, the reference the tests hold the SIMD path to.
 #[cfg_attr(target_feature = "avx2", allow(dead_code))]
 mod scalar;
+mod share;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +30,6 @@ use crate::error::Result;
 use act::Acts;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Storage, Tensor};
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -38,9 +37,11 @@ use std::ops::Range;
 /// a few microseconds; a 576×576 decode matvec is about 20).
 const PAR_MIN_MACS: usize = 1 << 18;
 
-/// Row ranges per pool thread: a few, so a thread that is preempted on a busy machine does
-/// not hold the others up, while each range stays long and contiguous.
-const CHUNKS_PER_THREAD: usize = 2;
+/// Row ranges per thread: several, so a thread that is preempted on a busy machine (or a pool
+/// thread slow to wake) leaves its share to the others, while each range stays long and
+/// contiguous; and never under 64 rows (a chunk must outweigh claiming it).
+const CHUNKS_PER_THREAD: usize = 8;
+const MIN_CHUNK_ROWS: usize = 64;
 
 /// Our own kernel for `x @ q^T` when one fits; `None` lets the caller use candle's.
 pub fn try_matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
@@ -79,7 +80,7 @@ pub fn try_matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
 
 /// out (m, n) = x (m, k) · Wᵀ, W given as the raw blocks of an (n, k) matrix in `fmt`.
 pub fn matmul(x: &[f32], m: usize, k: usize, fmt: Format, w: &[u8], n: usize, out: &mut [f32]) {
-    assert!(k % format::QK == 0 && x.len() == m * k && out.len() == m * n);
+    debug_assert!(k.is_multiple_of(format::QK) && x.len() == m * k && out.len() == m * n);
     assert_eq!(
         w.len(),
         n * (k / format::QK) * fmt.block_bytes(),
@@ -92,8 +93,8 @@ pub fn matmul(x: &[f32], m: usize, k: usize, fmt: Format, w: &[u8], n: usize, ou
         static SCRATCH: RefCell<Acts> = RefCell::new(Acts::default());
     }
     SCRATCH.with(|cell| {
-        // A rayon thread waiting inside our own parallel loop may pick up another matmul:
-        // then the buffer is taken, and that one gets a fresh one.
+        // Taken only if this thread re-enters (it never waits inside rayon here, but a
+        // fresh buffer is cheaper than proving that forever).
         let mut fresh = Acts::default();
         let mut held = cell.try_borrow_mut();
         let acts = match held.as_deref_mut() {
@@ -110,11 +111,14 @@ pub fn matmul(x: &[f32], m: usize, k: usize, fmt: Format, w: &[u8], n: usize, ou
             rows_kernel(fmt, w, 0..n, acts, &dst);
             return;
         }
-        let chunks = (threads * CHUNKS_PER_THREAD).min(n.div_ceil(4));
         // Multiples of 4 rows, the tile height.
-        let per = n.div_ceil(chunks).div_ceil(4) * 4;
+        let per = n
+            .div_ceil(threads * CHUNKS_PER_THREAD)
+            .max(MIN_CHUNK_ROWS)
+            .div_ceil(4)
+            * 4;
         let acts = &*acts;
-        (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
+        share::run(n.div_ceil(per), threads, &|c| {
             rows_kernel(fmt, w, c * per..((c + 1) * per).min(n), acts, &dst);
         });
     });

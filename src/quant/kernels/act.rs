@@ -21,7 +21,7 @@ impl Acts {
 
     /// Quantize x (m, k) row-major, k a multiple of 32, reusing this buffer's allocations.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
-        debug_assert!(k % QK == 0 && x.len() == m * k);
+        debug_assert!(k.is_multiple_of(QK) && x.len() == m * k);
         let nb = m * k / QK;
         self.qs.resize(m * k, 0);
         self.d.resize(nb, 0.0);

@@ -39,6 +39,13 @@ unsafe fn f16_bcast(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()))
 }
 
+/// The (d, m) f16 pair at p: d broadcast, m as a scalar, from one conversion.
+#[inline(always)]
+unsafe fn f16_pair(p: *const u8) -> (__m256, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+    (_mm256_broadcastss_ps(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
 #[inline(always)]
 unsafe fn f16_scalar(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
@@ -97,11 +104,12 @@ impl Block for Q4_1 {
     const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> WBlock {
+        let (d, m) = f16_pair(p);
         WBlock {
             u: nibbles(p.add(4)),
             sign: _mm256_setzero_si256(),
-            d: f16_bcast(p),
-            m: f16_scalar(p.add(2)),
+            d,
+            m,
         }
     }
 }
@@ -129,12 +137,13 @@ impl Block for Q5_1 {
     const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> WBlock {
+        let (d, m) = f16_pair(p);
         let u = _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)));
         WBlock {
             u,
             sign: _mm256_setzero_si256(),
-            d: f16_bcast(p),
-            m: f16_scalar(p.add(2)),
+            d,
+            m,
         }
     }
 }
@@ -168,6 +177,7 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
     w: *const u8,
     nb: usize,
     acts: &Acts,
+    w_len: usize,
     r0: usize,
     a0: usize,
     out: &Out,
@@ -178,7 +188,18 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
     let (ds, ss) = (acts.d.as_ptr(), acts.s.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); RA]; RW];
     let mut macc = [[0f32; RA]; RW];
+    // Decode streams every weight once: fetch the tile PREFETCH tiles ahead, two cache
+    // lines per block step (a tile is RW rows of contiguous bytes).
+    let ahead = w.wrapping_add((r0 + RW * PREFETCH) * row_bytes);
+    let ahead_end = w.wrapping_add(w_len);
     for b in 0..nb {
+        if RA == 1 {
+            let p = ahead.wrapping_add(b * 128);
+            if p < ahead_end && b * 128 < RW * row_bytes {
+                _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64) as *const i8);
+            }
+        }
         let mut y = [_mm256_setzero_si256(); RA];
         let mut dx = [_mm256_setzero_ps(); RA];
         let mut sx = [0f32; RA];
@@ -211,33 +232,48 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
     }
 }
 
-/// Activation rows per tile in prefill; weight rows per tile.
-const RA: usize = 2;
-const RW: usize = 4;
+/// Tiles: decode (one activation row) runs DW weight rows at a time; prefill PW × PA, the
+/// largest that keeps accumulators, codes and scales within the 16 ymm registers.
+const DW: usize = 4;
+const PW: usize = 2;
+const PA: usize = 2;
+/// Tiles ahead that decode prefetches.
+const PREFETCH: usize = 4;
 
 #[inline(always)]
 unsafe fn rows_of<B: Block>(w: &[u8], rows: Range<usize>, acts: &Acts, out: &Out) {
+    if acts.m < PA {
+        rows_tiled::<B, DW, 1>(w, rows, acts, out)
+    } else {
+        rows_tiled::<B, PW, PA>(w, rows, acts, out)
+    }
+}
+
+#[inline(always)]
+unsafe fn rows_tiled<B: Block, const TW: usize, const TA: usize>(
+    w: &[u8],
+    rows: Range<usize>,
+    acts: &Acts,
+    out: &Out,
+) {
     let nb = acts.blocks_per_row();
-    debug_assert!(w.len() >= rows.end * nb * B::BYTES);
-    let (w, m) = (w.as_ptr(), acts.m);
+    let (wl, w, m) = (w.len(), w.as_ptr(), acts.m);
     let mut r = rows.start;
-    while r < rows.end {
-        if r + RW <= rows.end {
-            let mut a = 0;
-            while a + RA <= m {
-                tile::<B, RW, RA>(w, nb, acts, r, a, out);
-                a += RA;
-            }
-            while a < m {
-                tile::<B, RW, 1>(w, nb, acts, r, a, out);
-                a += 1;
-            }
-            r += RW;
-        } else {
-            for a in 0..m {
-                tile::<B, 1, 1>(w, nb, acts, r, a, out);
-            }
-            r += 1;
+    while r + TW <= rows.end {
+        let mut a = 0;
+        while a + TA <= m {
+            tile::<B, TW, TA>(w, nb, acts, wl, r, a, out);
+            a += TA;
+        }
+        while a < m {
+            tile::<B, TW, 1>(w, nb, acts, wl, r, a, out);
+            a += 1;
+        }
+        r += TW;
+    }
+    for r in r..rows.end {
+        for a in 0..m {
+            tile::<B, 1, 1>(w, nb, acts, wl, r, a, out);
         }
     }
 }

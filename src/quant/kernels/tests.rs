@@ -225,3 +225,54 @@ fn handles_batch_dims_strides_and_declines_other_types() {
     let x16 = Tensor::zeros((1, k), DType::F16, &Device::Cpu).unwrap();
     assert!(try_matmul(&x16, &q).unwrap().is_none());
 }
+
+// TEMP perf harness (removed before hand-off).
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+#[test]
+#[ignore]
+fn perf_single_thread() {
+    for (dt, n, k, m) in [
+        (GgmlDType::Q4_1, 1536, 576, 1),
+        (GgmlDType::Q4_1, 576, 1536, 1),
+        (GgmlDType::Q4_1, 1536 * 16, 576, 1),
+        (GgmlDType::Q8_0, 49152, 576, 1),
+        (GgmlDType::Q4_0, 1536, 576, 1),
+        (GgmlDType::Q4_1, 1536, 576, 128),
+        (GgmlDType::Q8_0, 1536, 576, 128),
+    ] {
+        let (x, q, _) = case(m, n, k, dt, 1);
+        let fmt = Format::from_dtype(dt).unwrap();
+        let data = q.data().unwrap();
+        let mut acts = Acts::default();
+        acts.quantize(&x, m, k);
+        let mut out = vec![0f32; m * n];
+        let dst = Out {
+            ptr: out.as_mut_ptr(),
+            ld: n,
+        };
+        let reps = (200_000_000 / (m * n * k)).max(3);
+        rows_kernel(fmt, &data, 0..n, &acts, &dst);
+        let t = cpu_now();
+        for _ in 0..reps {
+            rows_kernel(fmt, &data, 0..n, &acts, &dst);
+        }
+        let dt_s = (cpu_now() - t) / reps as f64;
+        let blocks = (m * n * k / 32) as f64;
+        let bytes = data.len() as f64;
+        println!(
+            "{dt:?} n={n} k={k} m={m}: {:.1} us, {:.2} ns/block-pair, {:.1} GB/s weights, {:.1} GMAC/s",
+            dt_s * 1e6,
+            dt_s * 1e9 / blocks,
+            bytes / dt_s / 1e9,
+            (m * n * k) as f64 / dt_s / 1e9
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Chunks of one matmul shared between the calling thread and helpers on the rayon pool.
+//!
+//! A decode step runs ~200 matmuls of 10–200 µs each. `par_iter` from outside the pool parks
+//! the caller on a latch and wakes a sleeping worker for every one of them; on small VMs a
+//! cross-core wake-up can take a whole scheduler tick (measured: ~4 ms from `rayon::spawn` to
+//! the job starting while the caller stays busy), far longer than the work. So:
+//!
+//! - the caller always works too: everyone claims chunk indices from one atomic counter, and
+//!   the caller waits (spinning) only for chunks already claimed, never for a helper that has
+//!   not started; a late helper finds the counter exhausted and touches nothing;
+//! - helpers are rayon jobs that, once done, linger for [`LINGER`] polling for the next
+//!   matmul instead of going back to sleep, so during a decode burst they are already running
+//!   when work arrives (as llama.cpp's spinning threadpool is). At most `threads − 1` helpers
+//!   exist, so one pool thread always stays free for other rayon work.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an idle helper keeps polling before returning its thread to the pool.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// The work, with its borrows' lifetime erased (`'static` is the alias's default bound).
+type Task = dyn Fn(usize) + Sync;
+
+struct Shared {
+    next: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicBool,
+    chunks: usize,
+    /// The caller's closure, its lifetime erased: only dereferenced after claiming a chunk
+    /// index below `chunks`, and the caller does not return before every claimed chunk is done.
+    task: *const Task,
+}
+
+// SAFETY: `task` points to a `Sync` closure and is only used under the protocol above.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Claim and run chunks until none are left.
+    fn work(&self) {
+        loop {
+            let c = self.next.fetch_add(1, Ordering::Relaxed);
+            if c >= self.chunks {
+                return;
+            }
+            // SAFETY: c < chunks was claimed, so the caller is still waiting and `task` lives.
+            let task = unsafe { &*self.task };
+            if catch_unwind(AssertUnwindSafe(|| task(c))).is_err() {
+                self.failed.store(true, Ordering::Relaxed);
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// The latest posted matmul, for lingering helpers.
+struct Board {
+    /// Bumped on every post; helpers compare it with the last one they saw.
+    epoch: AtomicUsize,
+    current: Mutex<Option<Arc<Shared>>>,
+    /// Helpers spawned and not yet returned (queued, working or lingering).
+    helpers: AtomicUsize,
+}
+
+static BOARD: Board = Board {
+    epoch: AtomicUsize::new(0),
+    current: Mutex::new(None),
+    helpers: AtomicUsize::new(0),
+};
+
+fn post(work: &Arc<Shared>) {
+    if let Ok(mut cur) = BOARD.current.lock() {
+        *cur = Some(work.clone());
+    }
+    BOARD.epoch.fetch_add(1, Ordering::Release);
+}
+
+fn helper() {
+    let mut seen = usize::MAX;
+    let mut idle_since = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        let e = BOARD.epoch.load(Ordering::Acquire);
+        if e != seen {
+            seen = e;
+            let work = BOARD.current.lock().ok().and_then(|c| c.clone());
+            if let Some(w) = work {
+                w.work();
+            }
+            idle_since = Instant::now();
+            continue;
+        }
+        std::hint::spin_loop();
+        polls += 1;
+        if polls.is_multiple_of(256) && idle_since.elapsed() > LINGER {
+            break;
+        }
+    }
+    BOARD.helpers.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Run `task(0..chunks)` on the caller and up to `threads − 1` pool threads.
+pub fn run(chunks: usize, threads: usize, task: &(dyn Fn(usize) + Sync + '_)) {
+    if chunks <= 1 || threads <= 1 {
+        (0..chunks).for_each(task);
+        return;
+    }
+    // SAFETY: only the lifetime is erased; see `Shared::task`.
+    let task: *const Task =
+        unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Task>(task) };
+    let shared = Arc::new(Shared {
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        chunks,
+        task,
+    });
+    post(&shared);
+    let want = (threads - 1).min(chunks - 1);
+    while BOARD.helpers.load(Ordering::Acquire) < want {
+        BOARD.helpers.fetch_add(1, Ordering::AcqRel);
+        rayon::spawn(helper);
+    }
+    shared.work();
+    let mut spins = 0u32;
+    while shared.done.load(Ordering::Acquire) < chunks {
+        spins += 1;
+        if spins < 1 << 16 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    // Drop the board's reference so the closure pointer does not outlive this call in view.
+    if let Ok(mut cur) = BOARD.current.lock() {
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &shared)) {
+            *cur = None;
+        }
+    }
+    if shared.failed.load(Ordering::Relaxed) {
+        panic!("a matmul chunk panicked on a pool thread");
+    }
+}
