@@ -113,14 +113,27 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let ctx = Ctx::infer(a.model.mode(), a.model.adapter_slot());
     let mut session = Session::new(&loaded.model, ctx);
+    let out = generate_to_stdout(&mut session, &loaded, &ids, &params, &a.sampling)?;
+    report(&out);
+    Ok(())
+}
+
+/// Generate after `ids`, streaming text to stdout as it comes, then a newline.
+fn generate_to_stdout(
+    session: &mut Session,
+    loaded: &Loaded,
+    ids: &[u32],
+    params: &SamplingParams,
+    s: &SamplingArgs,
+) -> Result<ft::generate::Generated> {
     let mut stdout = std::io::stdout().lock();
     let out = generate(
-        &mut session,
+        session,
         &loaded.tokenizer,
-        &ids,
-        &params,
-        a.sampling.n_predict,
-        &a.sampling.stop,
+        ids,
+        params,
+        s.n_predict,
+        &s.stop,
         |t| {
             let _ = stdout.write_all(t.as_bytes());
             let _ = stdout.flush();
@@ -128,8 +141,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         },
     )?;
     writeln!(stdout)?;
-    report(&out);
-    Ok(())
+    Ok(out)
 }
 
 fn report(out: &ft::generate::Generated) {
@@ -196,21 +208,8 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         messages.push(Message::new("user", line));
         let prompt = tmpl.render(&messages, true)?;
         let ids = loaded.tokenizer.encode_prompt(&prompt, true)?;
-        let mut stdout = std::io::stdout().lock();
         // The session reuses the cached prefix: only the new turn is computed.
-        let out = match generate(
-            &mut session,
-            &loaded.tokenizer,
-            &ids,
-            &params,
-            a.sampling.n_predict,
-            &a.sampling.stop,
-            |t| {
-                let _ = stdout.write_all(t.as_bytes());
-                let _ = stdout.flush();
-                true
-            },
-        ) {
+        let out = match generate_to_stdout(&mut session, &loaded, &ids, &params, &a.sampling) {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("\nerror: {e}");
@@ -218,7 +217,6 @@ pub fn chat(a: ChatArgs) -> Result<()> {
                 continue;
             }
         };
-        writeln!(stdout)?;
         messages.push(Message::new("assistant", out.text.trim().to_string()));
     }
     Ok(())

@@ -146,59 +146,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
-// ---------------------------------------------------------------- softmax
-
-struct SoftmaxOp;
-
-impl CustomOp1 for SoftmaxOp {
-    fn name(&self) -> &'static str {
-        "ft-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
-        let n = l.shape().dims().last().copied().unwrap_or(1);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let m = if m.is_finite() { m } else { 0.0 };
-            let mut sum = 0f32;
-            for i in 0..n {
-                y[i] = (x[i] - m).exp();
-                sum += y[i];
-            }
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            y.iter_mut().for_each(|v| *v *= inv);
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        // dx = y ∘ (g − Σ g∘y)
-        let n = y.dim(D::Minus1)?;
-        let ys = to_f32_vec(y)?;
-        let gs = to_f32_vec(g)?;
-        let mut dx = vec![0f32; ys.len()];
-        dx.par_chunks_mut(n)
-            .zip(ys.par_chunks(n).zip(gs.par_chunks(n)))
-            .for_each(|(dx, (y, g))| {
-                let dot: f32 = (0..n).map(|i| y[i] * g[i]).sum();
-                for i in 0..n {
-                    dx[i] = y[i] * (g[i] - dot);
-                }
-            });
-        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
-    }
-}
-
-/// Softmax over the last dim, differentiable, keeping only its output for backward.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
-    }
-    Ok(x.contiguous()?.apply_op1(SoftmaxOp)?)
-}
-
 // ---------------------------------------------------------------- causal softmax
 
 /// Scaled, causally masked softmax over scores laid out (b, kv_heads, group·t, total): row r of
@@ -538,10 +485,6 @@ mod tests {
             &x,
             &w,
         );
-        assert_close(&a, &b, 1e-4);
-        // Softmax
-        let a = grad_of(|x| softmax_last_dim(x).unwrap(), &x, &w);
-        let b = grad_of(|x| candle_nn::ops::softmax(x, D::Minus1).unwrap(), &x, &w);
         assert_close(&a, &b, 1e-4);
     }
 

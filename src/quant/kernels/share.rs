@@ -11,7 +11,8 @@
 //! - helpers are rayon jobs that, once done, linger for [`LINGER`] polling for the next
 //!   matmul instead of going back to sleep, so during a decode burst they are already running
 //!   when work arrives (as llama.cpp's spinning threadpool is). At most `threads − 1` helpers
-//!   exist, so one pool thread always stays free for other rayon work.
+//!   exist, and a lingering helper keeps running whatever else is queued on the pool
+//!   (`rayon::yield_now`), so it never holds up other rayon work.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -95,8 +96,13 @@ fn helper() {
         }
         std::hint::spin_loop();
         polls += 1;
-        if polls.is_multiple_of(256) && idle_since.elapsed() > LINGER {
-            break;
+        if polls.is_multiple_of(64) {
+            // Still a pool thread: run any rayon work queued meanwhile (candle's ops).
+            if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() > LINGER {
+                break;
+            }
         }
     }
     BOARD.helpers.fetch_sub(1, Ordering::AcqRel);
