@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gguf::write::{write_streaming, TensorHeader};
 use crate::gguf::{dtype_name, Value};
 use crate::model::config::RopeScaling;
-use crate::model::{names, Config, Loaded};
+use crate::model::{names, Loaded};
 use crate::quant::types::{tensor_type, FileType, MixModel};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
@@ -128,7 +128,7 @@ pub fn write_model(
         seconds: 0.0,
     };
     let mut plan: Vec<Planned<'_>> = Vec::new();
-    if let Some(f) = rope_factors(cfg) {
+    if let Some(f) = cfg.rope_freq_divisors() {
         plan.push(Planned {
             name: "rope_freqs.weight".into(),
             shape: vec![f.len()],
@@ -243,42 +243,6 @@ fn encode(it: &Item<'_>, dtype: GgmlDType, merge: &[(usize, f64)]) -> Result<Vec
             };
             quantize_bytes(&t, dtype)
         }
-    }
-}
-
-/// llama.cpp's per-frequency RoPE divisors (`rope_freqs.weight`) for Llama-3 style scaling,
-/// computed as convert_hf_to_gguf.py does; None for models without one.
-pub fn rope_factors(cfg: &Config) -> Option<Vec<f32>> {
-    match &cfg.rope_scaling {
-        Some(RopeScaling::Factors { factors }) => Some(factors.clone()),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        }) => {
-            let old = *original_max_position_embeddings as f64;
-            let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
-            Some(
-                (0..cfg.head_dim / 2)
-                    .map(|i| {
-                        let freq = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64);
-                        let wl = 2.0 * std::f64::consts::PI / freq;
-                        let f = if wl < high_wl {
-                            1.0
-                        } else if wl > low_wl {
-                            *factor
-                        } else {
-                            let smooth =
-                                (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                            1.0 / ((1.0 - smooth) / factor + smooth)
-                        };
-                        f as f32
-                    })
-                    .collect(),
-            )
-        }
-        _ => None,
     }
 }
 

@@ -103,6 +103,44 @@ impl Config {
         emb * if self.tie_word_embeddings { 1 } else { 2 } + self.num_layers * block + h
     }
 
+    /// Per-frequency RoPE divisors (llama.cpp's `rope_freqs.weight`): given as such by a GGUF,
+    /// or derived from Llama-3 scaling as convert_hf_to_gguf.py does (long wavelengths slowed
+    /// by `factor`, short ones kept, smoothly in between); None without such scaling.
+    pub fn rope_freq_divisors(&self) -> Option<Vec<f32>> {
+        match &self.rope_scaling {
+            Some(RopeScaling::Factors { factors }) => Some(factors.clone()),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let old = *original_max_position_embeddings as f64;
+                let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+                Some(
+                    (0..self.head_dim / 2)
+                        .map(|i| {
+                            let freq =
+                                1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64);
+                            let wl = 2.0 * std::f64::consts::PI / freq;
+                            let f = if wl < high_wl {
+                                1.0
+                            } else if wl > low_wl {
+                                *factor
+                            } else {
+                                let smooth = (old / wl - low_freq_factor)
+                                    / (high_freq_factor - low_freq_factor);
+                                1.0 / ((1.0 - smooth) / factor + smooth)
+                            };
+                            f as f32
+                        })
+                        .collect(),
+                )
+            }
+            _ => None,
+        }
+    }
+
     /// (in, out) features of a projection by its HF name.
     pub fn proj_shape(&self, module: &str) -> Option<(usize, usize)> {
         let h = self.hidden_size;

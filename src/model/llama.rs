@@ -28,35 +28,14 @@ impl Rope {
         let mut inv_freq: Vec<f64> = (0..half)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
             .collect();
-        let mut pos_scale = 1.0;
-        match &cfg.rope_scaling {
-            None => {}
-            Some(RopeScaling::Linear { factor }) => pos_scale = 1.0 / factor,
-            Some(RopeScaling::Factors { factors }) => {
-                for (f, d) in inv_freq.iter_mut().zip(factors) {
-                    *f /= *d as f64;
-                }
-            }
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            }) => {
-                // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth between.
-                let old = *original_max_position_embeddings as f64;
-                let low_wl = old / low_freq_factor;
-                let high_wl = old / high_freq_factor;
-                for f in inv_freq.iter_mut() {
-                    let wl = 2.0 * std::f64::consts::PI / *f;
-                    if wl > low_wl {
-                        *f /= factor;
-                    } else if wl >= high_wl {
-                        let smooth =
-                            (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
-                    }
-                }
+        // Linear scaling stretches positions; the others divide each frequency.
+        let pos_scale = match &cfg.rope_scaling {
+            Some(RopeScaling::Linear { factor }) => 1.0 / factor,
+            _ => 1.0,
+        };
+        if let Some(div) = cfg.rope_freq_divisors() {
+            for (f, d) in inv_freq.iter_mut().zip(div) {
+                *f /= d as f64;
             }
         }
         let mut cos = Vec::with_capacity(max_positions * half);
