@@ -4,7 +4,9 @@
 //! - `model/tg128`: 128 greedy decode steps through `ft::generate::Session`, tokens/s;
 //! - `model/linears_per_token`: only the 211 matmuls of one decode step (30 × 7 + lm_head),
 //!   so the rest of a decode step (norms, RoPE, attention, KV cache, logits) is the difference;
-//! - `matmul/{type}/{b1,b128}`: x (b, 576) · Wᵀ for W (1536, 576), ours vs candle's QMatMul.
+//! - `matmul/{type}/576x1536/{ft,candle}/{b1,b128}`: x (b, 576) · Wᵀ for W (1536, 576), ours vs
+//!   candle's QMatMul; `matmul/{Q4_K,Q6_K}/1536x576`: a down_proj; `matmul/Q8_0/576x49152`:
+//!   the output head, one token.
 //!
 //! The model benches need models/SmolLM2-135M-Instruct.Q4_1.gguf and say so when it is
 //! missing. Run: `cargo bench --bench inference` (a filter like `-- matmul` picks a group).
@@ -69,8 +71,8 @@ fn bench_model(c: &mut Criterion, loaded: &Loaded) {
         total
     };
     g.bench_function("tg128", |b| b.iter_custom(decode));
-    // The same loop run on a pool thread: every rayon call inside the step (our kernels and
-    // candle's ops) then forks from a worker instead of waking the pool from outside.
+    // The same loop run on a pool thread (every rayon call then forks from a worker). Kept
+    // as evidence: with the kernels' own chunk sharing it is not faster (docs/perf.md).
     g.bench_function("tg128_in_pool", |b| {
         b.iter_custom(|iters| rayon::scope(|_| decode(iters)))
     });
@@ -98,38 +100,53 @@ fn bench_model(c: &mut Criterion, loaded: &Loaded) {
     g.finish();
 }
 
-fn bench_matmuls(c: &mut Criterion) {
-    let (n, k) = (1536, 576);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// x (m, k) · Wᵀ for a random W (n, k) in `dt`: ours and candle's, same weights and inputs.
+fn bench_shape(
+    c: &mut Criterion,
+    rng: &mut rand::rngs::StdRng,
+    dt: GgmlDType,
+    (n, k): (usize, usize),
+    ms: &[usize],
+) {
     let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.1f32..0.1)).collect();
     let w = Tensor::from_vec(w, (n, k), &Device::Cpu).expect("w");
-    for dt in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
-        let q = QTensor::quantize(&w, dt).expect("quantize");
-        let qmm =
-            QMatMul::from_qtensor(QTensor::quantize(&w, dt).expect("quantize")).expect("qmatmul");
-        let mut g = c.benchmark_group(format!("matmul/{}/576x1536", ft::gguf::dtype_name(dt)));
-        g.sample_size(20)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
-        for m in [1usize, 128] {
-            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1f32..1.0)).collect();
-            let x = Tensor::from_vec(x, (m, k), &Device::Cpu).expect("x");
-            g.throughput(Throughput::Elements((m * n * k) as u64));
-            g.bench_function(format!("ft/b{m}"), |b| {
-                b.iter(|| {
-                    black_box(
-                        ft::quant::kernels::try_matmul(&x, &q)
-                            .expect("ours")
-                            .expect("supported"),
-                    )
-                })
-            });
-            g.bench_function(format!("candle/b{m}"), |b| {
-                b.iter(|| black_box(qmm.forward(&x).expect("candle")))
-            });
-        }
-        g.finish();
+    let q = QTensor::quantize(&w, dt).expect("quantize");
+    let qmm = QMatMul::from_qtensor(QTensor::quantize(&w, dt).expect("quantize")).expect("qmatmul");
+    let mut g = c.benchmark_group(format!("matmul/{}/{k}x{n}", ft::gguf::dtype_name(dt)));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for &m in ms {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1f32..1.0)).collect();
+        let x = Tensor::from_vec(x, (m, k), &Device::Cpu).expect("x");
+        g.throughput(Throughput::Elements((m * n * k) as u64));
+        g.bench_function(format!("ft/b{m}"), |b| {
+            b.iter(|| {
+                black_box(
+                    ft::quant::kernels::try_matmul(&x, &q)
+                        .expect("ours")
+                        .expect("supported"),
+                )
+            })
+        });
+        g.bench_function(format!("candle/b{m}"), |b| {
+            b.iter(|| black_box(qmm.forward(&x).expect("candle")))
+        });
     }
+    g.finish();
+}
+
+fn bench_matmuls(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for dt in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        bench_shape(c, &mut rng, dt, (1536, 576), &[1, 128]);
+    }
+    // K-quants need whole 256-weight super-blocks: the down_proj shape (576, 1536).
+    for dt in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        bench_shape(c, &mut rng, dt, (576, 1536), &[1, 128]);
+    }
+    // The tied output head: the largest matmul of a decode step.
+    bench_shape(c, &mut rng, GgmlDType::Q8_0, (49152, 576), &[1]);
 }
 
 fn main() {

@@ -3,10 +3,13 @@
 //! meets them in an integer dot product (AVX2 `maddubs`/`madd` on x86-64-v3, a portable
 //! scalar loop elsewhere), scaled by d_w·d_x in f32.
 //!
-//! x (.., k) f32 on the CPU times Wᵀ for W (n, k) in Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 gives
-//! (.., n). The weight bytes are read in place from the `QTensor` (no copy, no repacking).
-//! Output rows of W are split into contiguous ranges shared by the calling thread and the
-//! rayon pool (`ft --threads`, see `share`); small products stay on the calling thread. Other types (K-quants, f16) return `None` and the caller uses candle's kernel.
+//! x (.., k) f32 on the CPU times Wᵀ for W (n, k) in Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or
+//! Q6_K gives (.., n); K-quants are walked in 32-weight sub-blocks, so the same 8-bit
+//! activation blocks serve every type. The weight bytes are read in place from the `QTensor`
+//! (no copy, no repacking). Output rows of W are split into contiguous ranges shared by the
+//! calling thread and the rayon pool (`ft --threads`, see `share`); small products stay on
+//! the calling thread. Other types (Q2_K, Q3_K, Q5_K, f16, ...) return `None` and the caller
+//! uses candle's kernel.
 
 mod act;
 #[cfg(all(
@@ -33,8 +36,8 @@ use candle_core::{DType, Device, Storage, Tensor};
 use std::cell::RefCell;
 use std::ops::Range;
 
-/// Multiply-adds below which a product runs on the calling thread (waking the pool costs
-/// a few microseconds; a 576×576 decode matvec is about 20).
+/// Multiply-adds below which a product runs on the calling thread alone: a 192×576 decode
+/// matvec takes ~5 µs on one core, too little to share.
 const PAR_MIN_MACS: usize = 1 << 18;
 
 /// Row ranges per thread: several, so a thread that is preempted on a busy machine (or a pool
@@ -55,7 +58,7 @@ pub fn try_matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     let dims = x.dims();
-    if dims.is_empty() || dims[dims.len() - 1] != k || k % format::QK != 0 {
+    if dims.is_empty() || dims[dims.len() - 1] != k || !k.is_multiple_of(fmt.block_weights()) {
         return Ok(None);
     }
     let m = x.elem_count() / k.max(1);
@@ -80,12 +83,9 @@ pub fn try_matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
 
 /// out (m, n) = x (m, k) · Wᵀ, W given as the raw blocks of an (n, k) matrix in `fmt`.
 pub fn matmul(x: &[f32], m: usize, k: usize, fmt: Format, w: &[u8], n: usize, out: &mut [f32]) {
-    debug_assert!(k.is_multiple_of(format::QK) && x.len() == m * k && out.len() == m * n);
-    assert_eq!(
-        w.len(),
-        n * (k / format::QK) * fmt.block_bytes(),
-        "weight bytes for ({n}, {k})"
-    );
+    // Real asserts: the kernels write `out` through raw pointers.
+    assert!(k.is_multiple_of(fmt.block_weights()) && x.len() == m * k && out.len() == m * n);
+    assert_eq!(w.len(), n * fmt.row_bytes(k), "weight bytes for ({n}, {k})");
     if m == 0 || n == 0 {
         return;
     }

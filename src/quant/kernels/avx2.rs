@@ -4,12 +4,13 @@
 //! 32 signed activation codes into 16 i16 pair sums (≤ 2·31·127 for 5-bit codes, so no
 //! saturation), `madd` with ones widens them to 8 i32, which are converted and accumulated
 //! with the scale d_w·d_x in f32. Q8_0 weights are signed: |w| times x carrying w's sign
-//! (≤ 2·128·127 per pair). Offsets (Q4_1/Q5_1 m, and −8d / −16d for Q4_0/Q5_0) add m·s_x per
-//! block. A tile of RW weight rows × RA activation rows shares each unpacked weight block and
-//! each loaded activation block; decode runs 4×1 tiles, prefill 4×2.
+//! (≤ 2·128·127 per pair; Q6_K likewise, codes − 32). Offsets (Q4_1/Q5_1 m, −8d / −16d for
+//! Q4_0/Q5_0, −dmin·m for Q4_K) add m·s_x per block. A tile of RW weight rows × RA activation
+//! rows shares each unpacked weight block and each loaded activation block; decode runs 4×1
+//! tiles and prefetches the weights ahead, prefill 2×2, 1×4 or 1×6 by type.
 
 use super::act::Acts;
-use super::format::{Format, QK};
+use super::format::{q4k_scale_min, Format, QK};
 use super::Out;
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -28,10 +29,15 @@ struct WBlock {
 }
 
 trait Block {
+    /// Bytes and weights per stored block (K-quants: a 256-weight super-block).
     const BYTES: usize;
+    const WEIGHTS: usize = QK;
     const SIGNED: bool;
     const HAS_MIN: bool;
-    unsafe fn load(p: *const u8) -> WBlock;
+    /// Activation rows per prefill tile (2: 2×2 tiles; 4 or 6: 1×4, 1×6), measured per type.
+    const PREFILL_ROWS: usize = 6;
+    /// 32-block `b` of the row at `row`.
+    unsafe fn load(row: *const u8, b: usize) -> WBlock;
 }
 
 #[inline(always)]
@@ -81,13 +87,17 @@ struct Q4_1;
 struct Q5_0;
 struct Q5_1;
 struct Q8_0;
+struct Q4K;
+struct Q6K;
 
 impl Block for Q4_0 {
+    const PREFILL_ROWS: usize = 2;
     const BYTES: usize = 18;
     const SIGNED: bool = false;
     const HAS_MIN: bool = true;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> WBlock {
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        let p = row.add(b * Self::BYTES);
         let d = f16_scalar(p);
         WBlock {
             u: nibbles(p.add(2)),
@@ -99,11 +109,13 @@ impl Block for Q4_0 {
 }
 
 impl Block for Q4_1 {
+    const PREFILL_ROWS: usize = 4;
     const BYTES: usize = 20;
     const SIGNED: bool = false;
     const HAS_MIN: bool = true;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> WBlock {
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        let p = row.add(b * Self::BYTES);
         let (d, m) = f16_pair(p);
         WBlock {
             u: nibbles(p.add(4)),
@@ -119,7 +131,8 @@ impl Block for Q5_0 {
     const SIGNED: bool = false;
     const HAS_MIN: bool = true;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> WBlock {
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        let p = row.add(b * Self::BYTES);
         let d = f16_scalar(p);
         let u = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
         WBlock {
@@ -136,7 +149,8 @@ impl Block for Q5_1 {
     const SIGNED: bool = false;
     const HAS_MIN: bool = true;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> WBlock {
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        let p = row.add(b * Self::BYTES);
         let (d, m) = f16_pair(p);
         let u = _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)));
         WBlock {
@@ -153,12 +167,74 @@ impl Block for Q8_0 {
     const SIGNED: bool = true;
     const HAS_MIN: bool = false;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> WBlock {
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        let p = row.add(b * Self::BYTES);
         let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
         WBlock {
             u: _mm256_abs_epi8(q),
             sign: q,
             d: f16_bcast(p),
+            m: 0.0,
+        }
+    }
+}
+
+impl Block for Q4K {
+    const PREFILL_ROWS: usize = 4;
+    const BYTES: usize = 144;
+    const WEIGHTS: usize = 256;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        // Sub-blocks 2i and 2i+1 share 32 bytes: low nibbles, then high nibbles.
+        let (sb, s) = (row.add((b / 8) * Self::BYTES), b % 8);
+        let raw = _mm256_loadu_si256(sb.add(16 + (s / 2) * 32) as *const __m256i);
+        let raw = if s.is_multiple_of(2) {
+            raw
+        } else {
+            _mm256_srli_epi16(raw, 4)
+        };
+        let (sc, mn) = q4k_scale_min(s, std::slice::from_raw_parts(sb.add(4), 12));
+        let (d, dmin) = f16_pair(sb);
+        WBlock {
+            u: _mm256_and_si256(raw, _mm256_set1_epi8(0x0F)),
+            sign: _mm256_setzero_si256(),
+            d: _mm256_mul_ps(d, _mm256_set1_ps(sc as f32)),
+            m: -dmin * mn as f32,
+        }
+    }
+}
+
+impl Block for Q6K {
+    const BYTES: usize = 210;
+    const WEIGHTS: usize = 256;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn load(row: *const u8, b: usize) -> WBlock {
+        // Each 128-weight half: 4 groups of 32 from ql (low/high nibbles of two 32-byte runs)
+        // and 2 bits each of the same 32 qh bytes; a signed 8-bit scale per 16 weights.
+        let sb = row.add((b / 8) * Self::BYTES);
+        let (half, g) = ((b % 8) / 4, b % 4);
+        let ql = _mm256_loadu_si256(sb.add(half * 64 + (g % 2) * 32) as *const __m256i);
+        let ql = if g < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+        let qh = _mm256_loadu_si256(sb.add(128 + half * 32) as *const __m256i);
+        let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g as i32));
+        let m3 = _mm256_set1_epi8(0x03);
+        let code = _mm256_or_si256(
+            _mm256_and_si256(ql, _mm256_set1_epi8(0x0F)),
+            _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+        );
+        let q = _mm256_sub_epi8(code, _mm256_set1_epi8(32));
+        let sc = sb.add(192 + half * 8 + 2 * g) as *const i8;
+        let d = f16_scalar(sb.add(208));
+        let (lo, hi) = (d * *sc as f32, d * *sc.add(1) as f32);
+        WBlock {
+            u: _mm256_abs_epi8(q),
+            sign: q,
+            // madd leaves weights 0..15 in lanes 0..3 and 16..31 in lanes 4..7.
+            d: _mm256_setr_ps(lo, lo, lo, lo, hi, hi, hi, hi),
             m: 0.0,
         }
     }
@@ -183,7 +259,7 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
     out: &Out,
 ) {
     let ones = _mm256_set1_epi16(1);
-    let row_bytes = nb * B::BYTES;
+    let row_bytes = nb * QK / B::WEIGHTS * B::BYTES;
     let qs = acts.qs.as_ptr();
     let (ds, ss) = (acts.d.as_ptr(), acts.s.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); RA]; RW];
@@ -210,7 +286,7 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
             sx[a] = *ss.add(i);
         }
         for r in 0..RW {
-            let wb = B::load(w.add((r0 + r) * row_bytes + b * B::BYTES));
+            let wb = B::load(w.add((r0 + r) * row_bytes), b);
             for a in 0..RA {
                 let p16 = if B::SIGNED {
                     _mm256_maddubs_epi16(wb.u, _mm256_sign_epi8(y[a], wb.sign))
@@ -232,20 +308,20 @@ unsafe fn tile<B: Block, const RW: usize, const RA: usize>(
     }
 }
 
-/// Tiles: decode (one activation row) runs DW weight rows at a time; prefill PW × PA, the
-/// largest that keeps accumulators, codes and scales within the 16 ymm registers.
+/// Decode (one activation row) runs DW weight rows per tile, sharing each activation block;
+/// prefill tiles share each unpacked weight block between activation rows instead (sizes
+/// per type: the fastest measured that keeps to the 16 ymm registers).
 const DW: usize = 4;
-const PW: usize = 2;
-const PA: usize = 2;
 /// Tiles ahead that decode prefetches.
 const PREFETCH: usize = 4;
 
 #[inline(always)]
 unsafe fn rows_of<B: Block>(w: &[u8], rows: Range<usize>, acts: &Acts, out: &Out) {
-    if acts.m < PA {
-        rows_tiled::<B, DW, 1>(w, rows, acts, out)
-    } else {
-        rows_tiled::<B, PW, PA>(w, rows, acts, out)
+    match (B::PREFILL_ROWS, acts.m) {
+        (_, 0..=1) => rows_tiled::<B, DW, 1>(w, rows, acts, out),
+        (6, 6..) => rows_tiled::<B, 1, 6>(w, rows, acts, out),
+        (4 | 6, 4..) => rows_tiled::<B, 1, 4>(w, rows, acts, out),
+        _ => rows_tiled::<B, 2, 2>(w, rows, acts, out),
     }
 }
 
@@ -280,7 +356,7 @@ unsafe fn rows_tiled<B: Block, const TW: usize, const TA: usize>(
 
 /// out[a][r] = x_a · w_r for r in `rows`, every activation row a.
 pub fn matmul_rows(f: Format, w: &[u8], rows: Range<usize>, acts: &Acts, out: &Out) {
-    assert!(w.len() >= rows.end * acts.blocks_per_row() * f.block_bytes());
+    assert!(w.len() >= rows.end * f.row_bytes(acts.k) && acts.k.is_multiple_of(f.block_weights()));
     // SAFETY: the assert bounds every weight read; activation reads stay within `acts`
     // (m rows of nb blocks); writes go to (a < m, r in rows), which the caller owns.
     unsafe {
@@ -290,6 +366,8 @@ pub fn matmul_rows(f: Format, w: &[u8], rows: Range<usize>, acts: &Acts, out: &O
             Format::Q5_0 => rows_of::<Q5_0>(w, rows, acts, out),
             Format::Q5_1 => rows_of::<Q5_1>(w, rows, acts, out),
             Format::Q8_0 => rows_of::<Q8_0>(w, rows, acts, out),
+            Format::Q4K => rows_of::<Q4K>(w, rows, acts, out),
+            Format::Q6K => rows_of::<Q6K>(w, rows, acts, out),
         }
     }
 }

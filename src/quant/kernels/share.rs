@@ -64,22 +64,30 @@ struct Board {
     current: Mutex<Option<Arc<Shared>>>,
     /// Helpers spawned and not yet returned (queued, working or lingering).
     helpers: AtomicUsize,
+    /// Pool index of the thread that posted last (usize::MAX: not a pool thread).
+    poster: AtomicUsize,
 }
 
 static BOARD: Board = Board {
     epoch: AtomicUsize::new(0),
     current: Mutex::new(None),
     helpers: AtomicUsize::new(0),
+    poster: AtomicUsize::new(usize::MAX),
 };
 
 fn post(work: &Arc<Shared>) {
     if let Ok(mut cur) = BOARD.current.lock() {
         *cur = Some(work.clone());
     }
+    let me = rayon::current_thread_index().unwrap_or(usize::MAX);
+    BOARD.poster.store(me, Ordering::Relaxed);
     BOARD.epoch.fetch_add(1, Ordering::Release);
 }
 
 fn helper() {
+    // A pool thread that posts matmuls itself (the caller runs on the pool) may run this job
+    // while it waits inside some other rayon call: lingering there would stall the caller.
+    let me = rayon::current_thread_index();
     let mut seen = usize::MAX;
     let mut idle_since = Instant::now();
     let mut polls = 0u32;
@@ -90,6 +98,9 @@ fn helper() {
             let work = BOARD.current.lock().ok().and_then(|c| c.clone());
             if let Some(w) = work {
                 w.work();
+            }
+            if me == Some(BOARD.poster.load(Ordering::Relaxed)) {
+                break;
             }
             idle_since = Instant::now();
             continue;
@@ -125,7 +136,8 @@ pub fn run(chunks: usize, threads: usize, task: &(dyn Fn(usize) + Sync + '_)) {
         task,
     });
     post(&shared);
-    let want = (threads - 1).min(chunks - 1);
+    // Never every pool thread: one stays free for other rayon work.
+    let want = (threads.min(rayon::current_num_threads()) - 1).min(chunks - 1);
     while BOARD.helpers.load(Ordering::Acquire) < want {
         BOARD.helpers.fetch_add(1, Ordering::AcqRel);
         rayon::spawn(helper);
@@ -148,5 +160,49 @@ pub fn run(chunks: usize, threads: usize, task: &(dyn Fn(usize) + Sync + '_)) {
     }
     if shared.failed.load(Ordering::Relaxed) {
         panic!("a matmul chunk panicked on a pool thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_chunk_runs_once_from_outside_and_inside_the_pool() {
+        for round in 0..50usize {
+            let chunks = 1 + round % 37;
+            let hits: Vec<AtomicU32> = (0..chunks).map(|_| AtomicU32::new(0)).collect();
+            let task = |c: usize| {
+                hits[c].fetch_add(1, Ordering::Relaxed);
+            };
+            if round.is_multiple_of(2) {
+                run(chunks, 4, &task);
+            } else {
+                rayon::scope(|_| run(chunks, 4, &task));
+            }
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_panicking_chunk_reaches_the_caller() {
+        let r = catch_unwind(|| {
+            run(8, 2, &|c| {
+                if c == 5 {
+                    panic!("chunk 5");
+                }
+            })
+        });
+        assert!(r.is_err());
+        // And the machinery still works afterwards.
+        let n = AtomicU32::new(0);
+        run(8, 2, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 8);
     }
 }

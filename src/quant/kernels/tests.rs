@@ -8,13 +8,25 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlDType; 5] = [
+const TYPES: [GgmlDType; 7] = [
     GgmlDType::Q4_0,
     GgmlDType::Q4_1,
     GgmlDType::Q5_0,
     GgmlDType::Q5_1,
     GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q6K,
 ];
+
+/// K-quant rows are whole 256-weight super-blocks: swap the row lengths that are not.
+fn fit(dt: GgmlDType, k: usize) -> usize {
+    let kq = matches!(dt, GgmlDType::Q4K | GgmlDType::Q6K);
+    match k {
+        576 if kq => 768,
+        64 if kq => 256,
+        k => k,
+    }
+}
 
 fn rand_vec(rng: &mut rand::rngs::StdRng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
@@ -77,6 +89,7 @@ fn ours(x: &[f32], q: &QTensor, m: usize, k: usize) -> Vec<f32> {
 fn matches_dequantized_f32_within_activation_rounding() {
     for (i, dt) in TYPES.into_iter().enumerate() {
         for (k, n) in [(576, 37), (1536, 129), (64, 5), (576, 1)] {
+            let k = fit(dt, k);
             for m in [1, 7] {
                 let (x, q, wd) = case(m, n, k, dt, 100 + i as u64);
                 let got = ours(&x, &q, m, k);
@@ -115,6 +128,7 @@ fn matches_dequantized_f32_within_activation_rounding() {
 fn agrees_with_candle_qmatmul() {
     for (i, dt) in TYPES.into_iter().enumerate() {
         for (m, n, k) in [(1, 129, 576), (7, 37, 1536), (7, 5, 64)] {
+            let k = fit(dt, k);
             let (x, q, wd) = case(m, n, k, dt, 200 + i as u64);
             let got = ours(&x, &q, m, k);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
@@ -213,9 +227,9 @@ fn handles_batch_dims_strides_and_declines_other_types() {
     assert!(!xt.is_contiguous());
     let yt = try_matmul(&xt, &q).unwrap().unwrap();
     assert_eq!(yt.flatten_all().unwrap().to_vec1::<f32>().unwrap(), flat);
-    // K-quants and f16 input are left to candle.
+    // Types without a kernel here, and f16 input, are left to candle.
     let w = Tensor::zeros((4, 256), DType::F32, &Device::Cpu).unwrap();
-    let qk = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+    let qk = QTensor::quantize(&w, GgmlDType::Q5K).unwrap();
     assert!(try_matmul(
         &Tensor::zeros((1, 256), DType::F32, &Device::Cpu).unwrap(),
         &qk
@@ -224,55 +238,4 @@ fn handles_batch_dims_strides_and_declines_other_types() {
     .is_none());
     let x16 = Tensor::zeros((1, k), DType::F16, &Device::Cpu).unwrap();
     assert!(try_matmul(&x16, &q).unwrap().is_none());
-}
-
-// TEMP perf harness (removed before hand-off).
-fn cpu_now() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-#[test]
-#[ignore]
-fn perf_single_thread() {
-    for (dt, n, k, m) in [
-        (GgmlDType::Q4_1, 1536, 576, 1),
-        (GgmlDType::Q4_1, 576, 1536, 1),
-        (GgmlDType::Q4_1, 1536 * 16, 576, 1),
-        (GgmlDType::Q8_0, 49152, 576, 1),
-        (GgmlDType::Q4_0, 1536, 576, 1),
-        (GgmlDType::Q4_1, 1536, 576, 128),
-        (GgmlDType::Q8_0, 1536, 576, 128),
-    ] {
-        let (x, q, _) = case(m, n, k, dt, 1);
-        let fmt = Format::from_dtype(dt).unwrap();
-        let data = q.data().unwrap();
-        let mut acts = Acts::default();
-        acts.quantize(&x, m, k);
-        let mut out = vec![0f32; m * n];
-        let dst = Out {
-            ptr: out.as_mut_ptr(),
-            ld: n,
-        };
-        let reps = (200_000_000 / (m * n * k)).max(3);
-        rows_kernel(fmt, &data, 0..n, &acts, &dst);
-        let t = cpu_now();
-        for _ in 0..reps {
-            rows_kernel(fmt, &data, 0..n, &acts, &dst);
-        }
-        let dt_s = (cpu_now() - t) / reps as f64;
-        let blocks = (m * n * k / 32) as f64;
-        let bytes = data.len() as f64;
-        println!(
-            "{dt:?} n={n} k={k} m={m}: {:.1} us, {:.2} ns/block-pair, {:.1} GB/s weights, {:.1} GMAC/s",
-            dt_s * 1e6,
-            dt_s * 1e9 / blocks,
-            bytes / dt_s / 1e9,
-            (m * n * k) as f64 / dt_s / 1e9
-        );
-    }
 }
