@@ -239,9 +239,17 @@ impl Config {
             ))
         })?;
         let heads = j.num_attention_heads;
-        let rope_scaling = match &j.rope_scaling {
+        // transformers >= 5 writes `rope_parameters` ({rope_type, rope_theta, factor, ...})
+        // in place of `rope_theta` + `rope_scaling`.
+        let params = j.rope_parameters.as_ref().filter(|v| v.is_object());
+        let scaling = j.rope_scaling.as_ref().filter(|v| !v.is_null()).or(params);
+        let rope_theta = j.rope_theta.or_else(|| {
+            params
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(|t| t.as_f64())
+        });
+        let rope_scaling = match scaling {
             None => None,
-            Some(v) if v.is_null() => None,
             Some(v) => {
                 let ty = v
                     .get("rope_type")
@@ -281,7 +289,7 @@ impl Config {
             num_kv_heads: j.num_key_value_heads.unwrap_or(heads),
             head_dim: j.head_dim.unwrap_or(j.hidden_size / heads.max(1)),
             rms_norm_eps: j.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: j.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             max_position_embeddings: j.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: j.tie_word_embeddings.unwrap_or(false),
@@ -359,9 +367,53 @@ struct HfConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
     attention_bias: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let json = format!(
+            r#"{{"model_type": "llama", "vocab_size": 259, "hidden_size": 64,
+                "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, {extra}}}"#
+        );
+        std::fs::write(&p, json).unwrap();
+        Config::from_hf_json(&p).unwrap()
+    }
+
+    #[test]
+    fn rope_parameters_of_transformers_5_are_read() {
+        // transformers >= 5 save_pretrained: no top-level rope_theta / rope_scaling.
+        let c = parse(r#""rope_parameters": {"rope_theta": 50000.0, "rope_type": "default"}"#);
+        assert_eq!(c.rope_theta, 50000.0);
+        assert!(c.rope_scaling.is_none());
+        let c = parse(
+            r#""rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}"#,
+        );
+        assert_eq!(c.rope_theta, 500000.0);
+        assert!(matches!(
+            c.rope_scaling,
+            Some(RopeScaling::Llama3 { factor, .. }) if factor == 32.0
+        ));
+        // The transformers 4 keys still work, and win when both are present.
+        let c = parse(
+            r#""rope_theta": 100000.0, "rope_scaling": {"type": "linear", "factor": 2.0},
+               "rope_parameters": {"rope_theta": 1.0, "rope_type": "default"}"#,
+        );
+        assert_eq!(c.rope_theta, 100000.0);
+        assert!(matches!(c.rope_scaling, Some(RopeScaling::Linear { factor }) if factor == 2.0));
+        assert_eq!(parse(r#""rms_norm_eps": 1e-5"#).rope_theta, 10_000.0);
+    }
 }
