@@ -150,6 +150,7 @@ fn bench_matmuls(c: &mut Criterion) {
 }
 
 fn main() {
+    ft::device::tune_allocator();
     ft::device::set_threads(THREADS);
     let mut c = Criterion::default().configure_from_args();
     bench_matmuls(&mut c);

@@ -28,6 +28,7 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
+    ft::device::tune_allocator();
     ft::device::set_threads(env("FT_THREADS", 2));
     let limit = env("FT_MMLU_LIMIT", 20);
     let m = load(&model, &LoadOptions::default()).unwrap();

@@ -28,6 +28,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    ft::device::tune_allocator();
     ft::device::set_threads(threads);
     let steps: usize = std::env::var("FT_BENCH_STEPS")
         .ok()
@@ -69,7 +70,7 @@ fn main() {
             tokens: bs * t,
         };
         tokens = bs * t;
-        let t0 = std::time::Instant::now();
+        let (t0, c0) = (std::time::Instant::now(), cpu_seconds());
         let (loss, grads) = if ckpt {
             checkpointed_grads(&loaded.model, &batch, 0, &opt.vars).unwrap()
         } else {
@@ -81,8 +82,11 @@ fn main() {
         };
         opt.step(&grads, 2e-4).unwrap();
         let dt = t0.elapsed().as_secs_f64();
+        // CPU seconds (user + system, all threads): on a shared machine wall time swings,
+        // CPU time per step much less so.
+        let cpu = cpu_seconds() - c0;
         eprintln!(
-            "step {s}: loss {loss:.4} {dt:.2}s{}",
+            "step {s}: loss {loss:.4} {dt:.2}s wall, {cpu:.2}s cpu{}",
             if s == 0 { " (warm-up)" } else { "" }
         );
         if s > 0 {
@@ -108,4 +112,13 @@ fn main() {
         "| PyTorch + PEFT | {} | {} | {} |",
         torch["tokens_per_s"], torch["median_step_s"], torch["peak_rss_mib_getrusage"]
     );
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

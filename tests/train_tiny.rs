@@ -165,8 +165,8 @@ fn packed_rows_give_each_example_its_own_loss() {
         let h = model
             .forward_hidden(&bt.input, 0, None, bt.segments.as_ref(), &ctx)
             .unwrap();
-        let lg = model.logits(&h, &ctx).unwrap();
-        let (s, c) = ft::train::loss::masked_nll_sum(&lg, &bt.target, &bt.loss_mask).unwrap();
+        let (s, c) =
+            ft::train::loss::masked_nll_sum(&model, &h, &ctx, &bt.target, &bt.loss_mask).unwrap();
         (s.to_scalar::<f32>().unwrap() as f64, c)
     };
     let (ps, pc) = loss(&packed);

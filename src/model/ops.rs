@@ -426,6 +426,114 @@ pub fn weighted_nll(logits: &Tensor, targets: &[u32], weights: &[f32]) -> Result
     Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?)
 }
 
+// ------------------------------------------------ vocabulary projection + NLL
+
+/// Rows of logits computed at a time by [`linear_weighted_nll`]: 128 × 49152 f32 is 24 MiB.
+const HEAD_CHUNK_ROWS: usize = 128;
+
+/// Carries a value and its precomputed gradient into the graph: forward returns the value,
+/// backward scales the stored gradient by the incoming one.
+struct PrecomputedGrad {
+    value: f32,
+    grad: Option<Tensor>,
+}
+
+impl CustomOp1 for PrecomputedGrad {
+    fn name(&self) -> &'static str {
+        "ft-precomputed-grad"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match &self.grad {
+            Some(d) => Ok(Some(d.broadcast_mul(g)?.reshape(x.shape())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Σ over rows of weight·(−log softmax(h·Wᵀ)[target]) for hidden states h (.., d) and a frozen
+/// vocabulary projection W (vocab, d): the masked cross-entropy straight from the last hidden
+/// states. The logits exist one chunk of rows at a time, and because the loss ends the graph
+/// its gradient w.r.t. h is computed in the same pass (d = Σ w (softmax − onehot) W); nothing
+/// vocabulary-sized outlives a chunk, and W gets no gradient (a plain matmul's backward would
+/// compute one: 1024 × 49152 × 576 multiply-adds of waste per SmolLM2 step).
+pub fn linear_weighted_nll(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    weights: &[f32],
+) -> Result<Tensor> {
+    let d = h.dim(D::Minus1)?;
+    let rows = h.elem_count() / d.max(1);
+    if targets.len() != rows || weights.len() != rows {
+        return Err(crate::Error::invalid(
+            "linear_weighted_nll: targets/weights do not match the rows",
+        ));
+    }
+    if !h.device().is_cpu() || h.dtype() != candle_core::DType::F32 {
+        let logits = h.reshape((rows, d))?.matmul(&w.to_dtype(h.dtype())?.t()?)?;
+        return weighted_nll(&logits, targets, weights);
+    }
+    let need_grad = h.track_op();
+    let hd = h.detach().reshape((rows, d))?.contiguous()?;
+    let w = w.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let v = w.dim(0)?;
+    let wt = w.t()?;
+    let mut total = 0f64;
+    let mut grads = Vec::new();
+    for start in (0..rows).step_by(HEAD_CHUNK_ROWS) {
+        let n = HEAD_CHUNK_ROWS.min(rows - start);
+        let (tg, wg) = (&targets[start..start + n], &weights[start..start + n]);
+        if !need_grad && wg.iter().all(|&x| x == 0.0) {
+            continue;
+        }
+        let mut z = hd
+            .narrow(0, start, n)?
+            .matmul(&wt)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        // Each row becomes its loss term's gradient w (softmax − onehot) in place.
+        let loss: f64 = z
+            .par_chunks_mut(v)
+            .enumerate()
+            .map(|(r, row)| {
+                if wg[r] == 0.0 {
+                    row.fill(0.0);
+                    return 0.0;
+                }
+                let t = tg[r] as usize;
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let zt = row[t];
+                let mut sum = 0f64;
+                for e in row.iter_mut() {
+                    *e = (*e - m).exp();
+                    sum += *e as f64;
+                }
+                let k = wg[r] / sum as f32;
+                row.iter_mut().for_each(|e| *e *= k);
+                row[t] -= wg[r];
+                wg[r] as f64 * ((m as f64 + sum.ln()) - zt as f64)
+            })
+            .sum();
+        total += loss;
+        if need_grad {
+            grads.push(Tensor::from_vec(z, (n, v), h.device())?.matmul(&w)?);
+        }
+    }
+    let grad = match need_grad {
+        true => Some(Tensor::cat(&grads, 0)?),
+        false => None,
+    };
+    Ok(h.apply_op1(PrecomputedGrad {
+        value: total as f32,
+        grad,
+    })?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,5 +693,45 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_close(&ga, &gb, 1e-5);
+    }
+
+    #[test]
+    fn linear_weighted_nll_matches_logits_then_nll() {
+        let dev = Device::Cpu;
+        // 300 rows: more than one chunk, the last one partial.
+        let h = Var::rand(-1f32, 1.0, (3, 100, 16), &dev).unwrap();
+        let w = Tensor::rand(-1f32, 1.0, (37, 16), &dev).unwrap();
+        let t: Vec<u32> = (0..300).map(|i| (i * 7 % 37) as u32).collect();
+        let wts: Vec<f32> = (0..300)
+            .map(|i| if i % 5 == 0 { 0.0 } else { 0.01 })
+            .collect();
+        let fused = linear_weighted_nll(h.as_tensor(), &w, &t, &wts).unwrap();
+        let logits = h
+            .as_tensor()
+            .reshape((300, 16))
+            .unwrap()
+            .matmul(&w.t().unwrap())
+            .unwrap();
+        let plain = weighted_nll(&logits, &t, &wts).unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f32>().unwrap(),
+            plain.to_scalar::<f32>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} {b}");
+        let g = |l: &Tensor| {
+            let l = (l * 3.0).unwrap();
+            l.backward()
+                .unwrap()
+                .get(h.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_close(&g(&fused), &g(&plain), 1e-4);
+        // Without a tracked input no gradient is built and the value is the same.
+        let frozen = linear_weighted_nll(&h.as_tensor().detach(), &w, &t, &wts).unwrap();
+        assert_eq!(frozen.to_scalar::<f32>().unwrap(), a);
     }
 }

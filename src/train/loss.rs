@@ -1,30 +1,50 @@
-//! Masked next-token cross-entropy. candle's `cross_entropy` cannot ignore tokens, and the
-//! composed log_softmax + gather keeps several vocab-sized tensors alive for backward; the fused
-//! [`crate::model::ops::weighted_nll`] keeps only the logits.
+//! Masked next-token cross-entropy straight from the last hidden states. candle's
+//! `cross_entropy` cannot ignore tokens, and logits + log_softmax + gather keep several
+//! vocabulary-sized tensors alive for backward; [`crate::model::ops::linear_weighted_nll`]
+//! projects onto the vocabulary a chunk of rows at a time and keeps none of them.
 
 use crate::error::Result;
-use crate::model::ops::weighted_nll;
+use crate::model::ops::{linear_weighted_nll, weighted_nll};
+use crate::model::{Ctx, Llama};
 use candle_core::{DType, Tensor};
 
 /// Mean of -log p(target) over positions where `mask` is 1.
-/// logits (b, t, vocab), targets (b, t) u32, mask (b, t) f32 -> scalar.
-pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// h (b, t, hidden), targets (b, t) u32, mask (b, t) f32 -> scalar.
+pub fn masked_cross_entropy(
+    model: &Llama,
+    h: &Tensor,
+    ctx: &Ctx,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
     let m = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let count = m.iter().sum::<f32>().max(1.0);
     let w: Vec<f32> = m.iter().map(|v| v / count).collect();
-    let t = targets.flatten_all()?.to_vec1::<u32>()?;
-    let v = logits.dim(candle_core::D::Minus1)?;
-    weighted_nll(&logits.reshape(((), v))?.to_dtype(DType::F32)?, &t, &w)
+    head_nll(model, h, ctx, targets, &w)
 }
 
 /// (sum of -log p(target) over masked positions, number of masked positions).
-pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<(Tensor, f64)> {
+pub fn masked_nll_sum(
+    model: &Llama,
+    h: &Tensor,
+    ctx: &Ctx,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, f64)> {
     let m = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let count = m.iter().sum::<f32>() as f64;
+    Ok((head_nll(model, h, ctx, targets, &m)?, count))
+}
+
+/// Σ weight · nll through the model's output projection (frozen; never adapted).
+fn head_nll(model: &Llama, h: &Tensor, ctx: &Ctx, targets: &Tensor, w: &[f32]) -> Result<Tensor> {
     let t = targets.flatten_all()?.to_vec1::<u32>()?;
+    if model.lm_head.bias.is_none() {
+        return linear_weighted_nll(h, &model.lm_head.weight.dequantize()?, &t, w);
+    }
+    let logits = model.logits(h, ctx)?;
     let v = logits.dim(candle_core::D::Minus1)?;
-    let sum = weighted_nll(&logits.reshape(((), v))?.to_dtype(DType::F32)?, &t, &m)?;
-    Ok((sum, count))
+    weighted_nll(&logits.reshape(((), v))?.to_dtype(DType::F32)?, &t, w)
 }
 
 #[cfg(test)]
@@ -35,6 +55,15 @@ mod tests {
     #[test]
     fn matches_hand_computation_and_ignores_masked() {
         let d = Device::Cpu;
+        // A one-layer model whose head is the identity, so hidden states are the logits.
+        let mut model = crate::testing::tiny_model(3, None).unwrap();
+        model.lm_head = crate::model::linear::Linear::new(
+            crate::quant::FrozenWeight::Dense(Tensor::eye(3, DType::F32, &d).unwrap()),
+            None,
+        );
+        let ctx = Ctx::infer(crate::quant::MatmulMode::Exact, None);
+        let masked_cross_entropy =
+            |h: &Tensor, t: &Tensor, m: &Tensor| super::masked_cross_entropy(&model, h, &ctx, t, m);
         // One row, two positions, vocab 3.
         let logits = Tensor::new(&[[[1.0f32, 2.0, 3.0], [0.0, 0.0, 0.0]]], &d).unwrap();
         let targets = Tensor::new(&[[2u32, 0]], &d).unwrap();

@@ -211,8 +211,7 @@ pub fn eval_loss_with(
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let b = batch::pad_batch(&refs, pad, &model.device)?;
         let h = model.forward_hidden(&b.input, 0, None, None, &ctx)?;
-        let logits = model.logits(&h, &ctx)?;
-        let (s, c) = loss::masked_nll_sum(&logits, &b.target, &b.loss_mask)?;
+        let (s, c) = loss::masked_nll_sum(model, &h, &ctx, &b.target, &b.loss_mask)?;
         sum += s.to_scalar::<f32>()? as f64;
         count += c;
     }
@@ -223,8 +222,7 @@ pub fn eval_loss_with(
 pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<candle_core::Tensor> {
     let ctx = Ctx::train(seed);
     let h = model.forward_hidden(&b.input, 0, None, b.segments.as_ref(), &ctx)?;
-    let logits = model.logits(&h, &ctx)?;
-    loss::masked_cross_entropy(&logits, &b.target, &b.loss_mask)
+    loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)
 }
 
 /// Loss and adapter gradients of one micro-batch with gradient checkpointing: the forward keeps
@@ -247,15 +245,14 @@ pub fn checkpointed_grads(
     }
     let top = Var::from_tensor(&inputs[model.blocks.len()])?;
     let h = model.final_norm(top.as_tensor(), &ctx)?;
-    let logits = model.logits(&h, &ctx)?;
-    let loss = loss::masked_cross_entropy(&logits, &b.target, &b.loss_mask)?;
+    let loss = loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)?;
     let loss_val = loss.to_scalar::<f32>()? as f64;
     let mut grad = loss
         .backward()?
         .get(top.as_tensor())
         .cloned()
         .ok_or_else(|| Error::invalid("no gradient reached the last block"))?;
-    drop((logits, h, loss));
+    drop((h, loss));
     let mut found: std::collections::HashMap<candle_core::TensorId, candle_core::Tensor> =
         Default::default();
     for i in (0..model.blocks.len()).rev() {
