@@ -12,7 +12,8 @@ python3 -m pip install --quiet --disable-pip-version-check gguf numpy >/dev/null
 cargo test --release
 
 # End to end on the real model, through the CLI: a one-step `ft train`, then the official
-# `openai` Python client against `ft serve` (chat, streaming, completions, models, the adapter).
+# `openai` Python client against `ft serve` (chat, streaming, completions, models, the adapter),
+# a concurrent load test, and the web chat page in headless Chromium when it is installed.
 M=models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [[ -f $M ]] && python3 -m pip install --quiet --disable-pip-version-check openai >/dev/null 2>&1; then
   ft=target/release/ft
@@ -22,7 +23,7 @@ if [[ -f $M ]] && python3 -m pip install --quiet --disable-pip-version-check ope
     --set train.output_dir="$ad" --set dataset.eval=null --set train.eval_every=null \
     --set logging.tensorboard=false >/dev/null
   port=18089
-  $ft serve -m "$M" --adapter support="$ad" --port $port --parallel 2 2>target/ci-serve.log &
+  $ft serve -m "$M" --adapter support="$ad" --port $port --parallel 4 2>target/ci-serve.log &
   pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
   python3 - "$port" <<'PY'
@@ -36,8 +37,13 @@ for _ in range(120):
 sys.exit("ft serve did not come up")
 PY
   FT_ADAPTER=support python3 tests/openai_client.py "http://127.0.0.1:$port/v1"
-  kill -TERM $pid && wait $pid || true
   echo "openai client against ft serve: ok"
+  # 16 concurrent clients x 5 requests (base and adapter, chat and completions, streamed and
+  # not) must each give exactly the answer the same request gets alone.
+  python3 tests/load_test.py --url "http://127.0.0.1:$port" --adapter-name support --max-tokens 24
+  # The chat page in headless Chromium (prints SKIP without chromium + playwright).
+  python3 tests/web_chat_test.py --url "http://127.0.0.1:$port" --screenshot target/ci-web-chat.png
+  kill -TERM $pid && wait $pid || true
 else
   echo "test.sh: skipping the openai-client check (no model or no openai package)" >&2
 fi

@@ -362,6 +362,10 @@ async fn models_page_and_health() {
         "page must not load from a CDN"
     );
 
+    // No icon, but no 404 in the browser's console either.
+    let r = send(addr, request("GET", "/favicon.ico", &[], b"")).await;
+    assert_eq!(r.status, 204);
+
     let r = send(addr, request("GET", "/health", &[], b"")).await;
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ok")));
 }

@@ -47,6 +47,7 @@ pub fn router(cfg: ServeConfig, backend: Arc<dyn Backend>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/", get(page))
+        .route("/favicon.ico", get(favicon))
         .route("/health", get(health))
         .merge(api)
         .fallback(not_found)
@@ -257,6 +258,12 @@ async fn page() -> Response {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// Browsers ask for `/favicon.ico` on every page load; answer "no icon" instead of a 404 that
+/// shows as an error in the page's console.
+async fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 async fn health(State(st): State<AppState>) -> Response {
