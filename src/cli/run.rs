@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// Chat template override: chatml, llama3, mistral, or Jinja source.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
+    /// Print one JSON object instead of streaming text: the prompt's token ids, the generated
+    /// ids (a stop token that ended generation not included), the text and the finish reason.
+    /// For comparing with another runtime token by token.
+    #[arg(long = "print-ids")]
+    pub print_ids: bool,
 }
 
 pub fn template(loaded: &Loaded, spec: Option<&str>) -> Result<ChatTemplate> {
@@ -113,6 +118,30 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let ctx = Ctx::infer(a.model.mode(), a.model.adapter_slot());
     let mut session = Session::new(&loaded.model, ctx);
+    if a.print_ids {
+        let s = &a.sampling;
+        let out = generate(
+            &mut session,
+            &loaded.tokenizer,
+            &ids,
+            &params,
+            s.n_predict,
+            &s.stop,
+            |_| true,
+        )?;
+        let json = serde_json::json!({
+            "prompt_ids": ids,
+            "ids": out.tokens,
+            "text": out.text,
+            "finish": match out.finish {
+                Finish::Stop => "stop",
+                Finish::Length => "length",
+            },
+        });
+        println!("{json}");
+        report(&out);
+        return Ok(());
+    }
     let out = generate_to_stdout(&mut session, &loaded, &ids, &params, &a.sampling)?;
     report(&out);
     Ok(())

@@ -271,10 +271,11 @@ pub fn quantize_bytes(t: &Tensor, dtype: GgmlDType) -> Result<Vec<u8>> {
     let parts: Vec<Result<Vec<u8>>> = values
         .par_chunks(per * ncols)
         .map(|chunk| {
-            // A fresh tensor per chunk: candle's quantize reads a tensor's storage from its
-            // start and ignores a view's offset, so a `narrow`ed chunk would be the wrong rows.
-            let c = Tensor::from_slice(chunk, (chunk.len() / ncols, ncols), &Device::Cpu)?;
-            Ok(QTensor::quantize(&c, dtype)?.data()?.into_owned())
+            // Whole rows per chunk, quantized from the slice itself (candle's quantize of a
+            // `narrow`ed view would read from the storage's start). Q4_1/Q5_1 blocks that sit
+            // on a coarser grid (a merged quantized base) are rounded stochastically: see
+            // `quant::quantize`.
+            crate::quant::quantize::quantize_values(chunk, ncols, dtype)
         })
         .collect();
     let mut out = Vec::with_capacity(elems / dtype.block_size() * dtype.type_size());
@@ -299,6 +300,8 @@ mod tests {
             GgmlDType::Q8_0,
             GgmlDType::Q6K,
             GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_1,
         ] {
             let whole = QTensor::quantize(&t, dt).unwrap().data().unwrap().to_vec();
             assert!(
