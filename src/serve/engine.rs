@@ -10,6 +10,7 @@ use crate::model::{Ctx, Loaded};
 use crate::quant::MatmulMode;
 use crate::tokenizer::{ChatTemplate, Message};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Instant;
 
 pub struct EngineConfig {
     /// Sequences decoded together.
@@ -93,6 +94,9 @@ struct Active<'m> {
     prompt_tokens: usize,
     generated: usize,
     logits: Option<candle_core::Tensor>,
+    prefill_secs: f64,
+    /// When the prompt was in: decoding time is measured from here.
+    decoding_since: Instant,
 }
 
 fn to_messages(m: &[ChatMessage]) -> Vec<Message> {
@@ -186,6 +190,7 @@ fn admit<'m>(
         repeat_last_n: 64,
     };
     let mut session = Session::new(model, Ctx::infer(cfg.mode, slot));
+    let t = Instant::now();
     let logits = match session.feed_all(&ids) {
         Ok(l) => l,
         Err(e) => return fail(&req, e.into()),
@@ -208,6 +213,8 @@ fn admit<'m>(
         prompt_tokens: ids.len(),
         generated: 0,
         logits: Some(logits),
+        prefill_secs: t.elapsed().as_secs_f64(),
+        decoding_since: Instant::now(),
     })
 }
 
@@ -232,6 +239,18 @@ fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, Serve
             prompt_tokens: a.prompt_tokens,
             completion_tokens: a.generated,
         });
+        // Like `ft run`'s timings; with several requests running, decoding shares the model.
+        let secs = a.decoding_since.elapsed().as_secs_f64();
+        eprintln!(
+            "ft serve: {}: prompt {} tokens in {:.2}s, generated {} tokens in {:.2}s ({:.1} tok/s), {}",
+            a.req.model,
+            a.prompt_tokens,
+            a.prefill_secs,
+            a.generated,
+            secs,
+            a.generated as f64 / secs.max(1e-9),
+            reason.as_str()
+        );
         Ok(false)
     };
     if tok.is_stop(next) {
