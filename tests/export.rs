@@ -537,16 +537,23 @@ fn merging_into_a_quantized_base_uses_its_dequantized_weights() {
 fn adapter_gguf_has_llama_cpp_layout() {
     let dir = tempfile::tempdir().unwrap();
     let base = tiny_hf(dir.path(), false, 1);
-    for (rslora, dtype) in [(false, GgmlDType::F32), (true, GgmlDType::F16)] {
-        let ad = random_adapter(
-            &base,
-            &dir.path().join(format!("ad-{rslora}")),
-            4,
-            8.0,
-            rslora,
-            5,
-        );
-        let out = dir.path().join(format!("ad-{rslora}.gguf"));
+    // The third case gives one module its own alpha (PEFT's alpha_pattern): llama.cpp has one
+    // alpha per file, so that module's B carries the difference.
+    for (rslora, dtype, pattern) in [
+        (false, GgmlDType::F32, false),
+        (true, GgmlDType::F16, false),
+        (false, GgmlDType::F32, true),
+    ] {
+        let name = format!("ad-{rslora}{}", if pattern { "-pattern" } else { "" });
+        let ad = random_adapter(&base, &dir.path().join(&name), 4, 8.0, rslora, 5);
+        if pattern {
+            let cfg_path = ad.join("adapter_config.json");
+            let mut c: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+            c["alpha_pattern"] = serde_json::json!({"model.layers.0.mlp.down_proj": 24.0});
+            std::fs::write(&cfg_path, c.to_string()).unwrap();
+        }
+        let out = dir.path().join(format!("{name}.gguf"));
         let r = export::export_adapter(&ad, &base, &out, dtype).unwrap();
         assert_eq!(r.pairs, 14);
         let scale = if rslora { 8.0 / 2.0 } else { 8.0 / 4.0 };

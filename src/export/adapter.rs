@@ -86,8 +86,12 @@ pub fn export_adapter(
             };
             used.insert(a.0.clone());
             used.insert(b.0.clone());
+            let module = peft::module_name(i, short);
+            // rank_pattern / alpha_pattern give some modules their own r and alpha; llama.cpp
+            // scales each tensor by the one stored alpha over that tensor's rank.
+            let (r, _) = pcfg.module_rank_alpha(&module)?;
             let (fin, fout) = cfg.proj_shape(short).unwrap_or((0, 0));
-            if a.1.dims() != [lcfg.r, fin] || b.1.dims() != [fout, lcfg.r] {
+            if a.1.dims() != [r, fin] || b.1.dims() != [fout, r] {
                 return Err(Error::format(
                     adapter_dir,
                     format!(
@@ -96,13 +100,19 @@ pub fn export_adapter(
                         a.1.dims(),
                         b.1.dims(),
                         base.display(),
-                        lcfg.r,
-                        lcfg.r
+                        r,
+                        r
                     ),
                 ));
             }
             let a_t = a.1.to_dtype(DType::F32)?;
             let mut b_t = b.1.to_dtype(DType::F32)?;
+            // What llama.cpp will apply here vs what PEFT applies: fold the ratio into B.
+            let wanted = pcfg.module_scale(&module)?;
+            let applied = alpha / r as f64;
+            if (wanted - applied).abs() > 1e-12 * wanted.abs().max(1.0) {
+                b_t = (b_t * (wanted / applied))?;
+            }
             if cfg.arch == Arch::Llama {
                 match short {
                     "q_proj" => b_t = super::permute_rows(&b_t, cfg.num_heads)?,
