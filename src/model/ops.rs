@@ -541,7 +541,11 @@ mod tests {
 
     fn grad_of(f: impl Fn(&Tensor) -> Tensor, x: &Var, w: &Tensor) -> Vec<f32> {
         let y = f(x.as_tensor());
-        let loss = (y * w).unwrap().sum_all().unwrap();
+        grad_wrt(&(y * w).unwrap().sum_all().unwrap(), x)
+    }
+
+    /// d loss / d x, flattened.
+    fn grad_wrt(loss: &Tensor, x: &Var) -> Vec<f32> {
         let g = loss.backward().unwrap();
         g.get(x.as_tensor())
             .unwrap()
@@ -674,25 +678,7 @@ mod tests {
             plain.to_scalar::<f32>().unwrap(),
         );
         assert!((a - b).abs() < 1e-5, "{a} {b}");
-        let ga = fused
-            .backward()
-            .unwrap()
-            .get(z.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let gb = plain
-            .backward()
-            .unwrap()
-            .get(z.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_close(&ga, &gb, 1e-5);
+        assert_close(&grad_wrt(&fused, &z), &grad_wrt(&plain, &z), 1e-5);
     }
 
     #[test]
@@ -718,17 +704,8 @@ mod tests {
             plain.to_scalar::<f32>().unwrap(),
         );
         assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} {b}");
-        let g = |l: &Tensor| {
-            let l = (l * 3.0).unwrap();
-            l.backward()
-                .unwrap()
-                .get(h.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
+        // Scaled, so the incoming gradient is not 1.
+        let g = |l: &Tensor| grad_wrt(&(l * 3.0).unwrap(), &h);
         assert_close(&g(&fused), &g(&plain), 1e-4);
         // Without a tracked input no gradient is built and the value is the same.
         let frozen = linear_weighted_nll(&h.as_tensor().detach(), &w, &t, &wts).unwrap();
