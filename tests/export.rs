@@ -616,14 +616,7 @@ fn adapter_gguf_has_llama_cpp_layout() {
                 want = export::permute_rows(&want, cfg.num_kv_heads).unwrap();
             }
             let got = (b.matmul(&a).unwrap() * (alpha / 4.0)).unwrap();
-            let d = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = common::max_abs_diff(&got, &want);
             let tol = if dtype == GgmlDType::F16 { 2e-2 } else { 1e-5 };
             assert!(d < tol, "{name}: delta differs by {d}");
         }

@@ -1,6 +1,8 @@
 //! LoRA gradients against finite differences on a tiny random Llama, with the frozen base
 //! dense and quantized (candle's QMatMul alone would give ~100% wrong gradients here).
 
+mod common;
+
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
 use ft::model::Llama;
@@ -139,14 +141,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     assert!((lv - cl).abs() < 1e-6, "{lv} vs {cl}");
     for ((name, v), g) in vars.iter().zip(&cg) {
         let want = store.get(v.as_tensor()).unwrap();
-        let d = (want - g)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(want, g);
         assert!(d < 1e-5, "{name}: max diff {d}");
     }
 }

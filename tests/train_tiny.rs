@@ -133,14 +133,7 @@ fn adapter_applies_at_inference_like_training_model() {
         .model
         .forward(&ids, 0, None, &Ctx::infer(MatmulMode::Exact, Some(0)))
         .unwrap();
-    let d = (base - tuned)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs_diff(&base, &tuned);
     assert!(d > 1e-3, "adapter had no effect");
 }
 

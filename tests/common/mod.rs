@@ -57,3 +57,15 @@ pub fn real_mmlu() -> Option<PathBuf> {
 pub fn ft_bin() -> PathBuf {
     PathBuf::from(option_env!("CARGO_BIN_EXE_ft").unwrap_or("target/release/ft"))
 }
+
+/// max |a − b| over all elements.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
