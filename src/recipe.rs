@@ -15,27 +15,40 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::MMLU_SUBJECTS;
-use values::{list_or_csv, null_default, null_some_default, toggle_path};
-pub use values::{
-    BaseQuant, ChatTemplate, DataFormat, DeviceSpec, Paths, Scheduler, TargetModule, TargetModules,
+use crate::config::null_default;
+use crate::error::Result;
+use crate::model::{LoadOptions, Loaded};
+use crate::tokenizer::ChatTemplate;
+use values::toggle_path;
+pub use values::Scheduler;
+
+/// The owners' config types a recipe composes, for callers that build recipes in code.
+pub use crate::{
+    data::{DatasetConfig, FieldMap, Format, Paths},
+    device::DeviceSpec,
+    eval::{EvalConfig, MmluConfig, TaskConfig},
+    lora::{LoraConfig, TargetModule, TargetModules},
+    quant::BaseQuant,
+    tokenizer::TemplateSpec,
 };
 
-/// A whole recipe. After [`Recipe::load`], `train.output_dir` and the `logging` paths are
-/// resolved (never empty).
+/// A whole recipe: each section is the config type of the module that owns the concept
+/// (`dataset:` is `data`'s, `lora:` is `lora`'s, `eval:` is `eval`'s), deserialized straight
+/// from YAML. After [`Recipe::load`], `train.output_dir` and the `logging` paths are resolved
+/// (never empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub model: ModelSpec,
-    pub dataset: DatasetSpec,
+    pub dataset: DatasetConfig,
     #[serde(default, deserialize_with = "null_default")]
-    pub lora: LoraSpec,
+    pub lora: LoraConfig,
     #[serde(default, deserialize_with = "null_default")]
     pub train: TrainSpec,
     #[serde(default, deserialize_with = "null_default")]
     pub logging: LoggingSpec,
     #[serde(default, deserialize_with = "null_default")]
-    pub eval: EvalSpec,
+    pub eval: EvalConfig,
 }
 
 /// `model:` the frozen base.
@@ -50,103 +63,32 @@ pub struct ModelSpec {
     pub quantize: BaseQuant,
     /// Overrides the model's own chat template.
     #[serde(default)]
-    pub chat_template: Option<ChatTemplate>,
+    pub chat_template: Option<TemplateSpec>,
     #[serde(default)]
     pub device: DeviceSpec,
 }
 
-/// `dataset:` what to train and evaluate on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetSpec {
-    /// jsonl or parquet files: one path, a list, or globs.
-    pub train: Paths,
-    /// Held-out files for eval loss; or use `eval_split`.
-    #[serde(default)]
-    pub eval: Option<Paths>,
-    /// Fraction of `train` held out for eval, chosen deterministically from `train.seed`.
-    #[serde(default)]
-    pub eval_split: Option<f64>,
-    #[serde(default)]
-    pub format: DataFormat,
-    /// Column names, when they differ from the standard ones.
-    #[serde(default, deserialize_with = "null_default")]
-    pub fields: Fields,
-    /// Tokens per example after templating; longer ones are truncated.
-    #[serde(default = "d_max_seq_len")]
-    pub max_seq_len: usize,
-    /// Concatenate short examples into full `max_seq_len` rows.
-    #[serde(default)]
-    pub packing: bool,
-    /// Also train on prompt/user tokens (default: only on the answer).
-    #[serde(default)]
-    pub train_on_prompt: bool,
-}
-
-/// `dataset.fields:` column names in the data files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Fields {
-    pub messages: String,
-    pub instruction: String,
-    pub input: String,
-    pub output: String,
-    pub prompt: String,
-    pub completion: String,
-    pub text: String,
-    pub role: String,
-    pub content: String,
-}
-
-impl Default for Fields {
-    fn default() -> Self {
-        Fields {
-            messages: "messages".into(),
-            instruction: "instruction".into(),
-            input: "input".into(),
-            output: "output".into(),
-            prompt: "prompt".into(),
-            completion: "completion".into(),
-            text: "text".into(),
-            role: "role".into(),
-            content: "content".into(),
-        }
+impl Recipe {
+    /// How to load the base: the device, the base quantization and RoPE tables for
+    /// `max_seq_len`, no adapters. Training, `ft eval RECIPE` and the dry run all start here,
+    /// so eval never measures a different model than the one trained.
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            device: self.model.device.resolve()?,
+            quantize: self.model.quantize.dtype(),
+            max_positions: Some(self.dataset.max_seq_len.max(16)),
+            adapters: Vec::new(),
+        })
     }
-}
 
-/// `lora:` the adapter's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraSpec {
-    pub r: usize,
-    pub alpha: f64,
-    pub dropout: f64,
-    pub target_modules: TargetModules,
-    /// rsLoRA: scale by alpha/sqrt(r) instead of alpha/r.
-    pub rslora: bool,
-}
-
-impl Default for LoraSpec {
-    fn default() -> Self {
-        LoraSpec {
-            r: 16,
-            alpha: 32.0,
-            dropout: 0.05,
-            target_modules: TargetModules::AllLinear,
-            rslora: false,
-        }
-    }
-}
-
-impl LoraSpec {
-    /// The factor on `B·A`: alpha/r, or alpha/sqrt(r) with rsLoRA.
-    pub fn scale(&self) -> f64 {
-        let r = self.r as f64;
-        if self.rslora {
-            self.alpha / r.sqrt()
-        } else {
-            self.alpha / r
-        }
+    /// The chat template for `loaded` (this recipe's base): `model.chat_template`, else the
+    /// model's own, else ChatML ([`ChatTemplate::choose`]).
+    pub fn template(&self, loaded: &Loaded) -> Result<ChatTemplate> {
+        ChatTemplate::choose(
+            self.model.chat_template.as_ref(),
+            loaded.template.as_ref(),
+            &loaded.tokenizer,
+        )
     }
 }
 
@@ -241,57 +183,6 @@ impl Default for LoggingSpec {
             metrics_jsonl: Some(PathBuf::new()),
         }
     }
-}
-
-/// `eval:` what `ft eval RECIPE` runs; each present subsection runs.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalSpec {
-    #[serde(deserialize_with = "null_some_default")]
-    pub mmlu: Option<MmluSpec>,
-    pub task: Option<TaskSpec>,
-    /// A jsonl/text file to report perplexity on.
-    pub perplexity: Option<PathBuf>,
-}
-
-/// `eval.mmlu:` multiple-choice accuracy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MmluSpec {
-    pub path: PathBuf,
-    /// Subject names (`high school geography`); empty = all 57.
-    #[serde(deserialize_with = "list_or_csv")]
-    pub subjects: Vec<String>,
-    pub shots: usize,
-    /// At most this many questions per subject.
-    pub limit: Option<usize>,
-}
-
-impl Default for MmluSpec {
-    fn default() -> Self {
-        MmluSpec {
-            path: PathBuf::from("datasets/mmlu/mmlu.jsonl"),
-            subjects: Vec::new(),
-            shots: 0,
-            limit: None,
-        }
-    }
-}
-
-/// `eval.task:` generate answers for held-out prompts and score them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub path: PathBuf,
-    #[serde(default = "d_max_new_tokens")]
-    pub max_new_tokens: usize,
-}
-
-fn d_max_seq_len() -> usize {
-    512
-}
-fn d_max_new_tokens() -> usize {
-    128
 }
 
 #[cfg(test)]

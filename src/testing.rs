@@ -53,7 +53,7 @@ pub fn random_weights(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>
         mat(cfg.vocab_size, h, &mut rng)?,
     );
     for i in 0..cfg.num_layers {
-        for short in crate::lora::ALL_TARGETS {
+        for short in crate::lora::TargetModule::ALL.iter().map(|m| m.as_str()) {
             let (fin, fout) = cfg.proj_shape(short).unwrap_or((h, h));
             let name =
                 crate::model::names::layer(i, crate::model::names::proj_path(short), "weight");

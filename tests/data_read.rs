@@ -9,9 +9,8 @@ use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray, StructArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use arrow::record_batch::RecordBatch;
-use ft::data::{
-    expand_paths, read_examples, split_eval, Example, FieldMap, Format, ReadReport, Turn,
-};
+use ft::data::{expand_paths, read_examples, split_eval, Example, FieldMap, Format, ReadReport};
+use ft::tokenizer::Message;
 use parquet::arrow::ArrowWriter;
 
 fn ds(name: &str) -> PathBuf {
@@ -21,7 +20,7 @@ fn ds(name: &str) -> PathBuf {
 }
 
 fn read(name: &str, format: Format) -> ReadReport {
-    read_examples(&[ds(name)], format, FieldMap::default()).unwrap()
+    read_examples(&[ds(name)], format, &FieldMap::default()).unwrap()
 }
 
 fn read_err(path: PathBuf, format: Format, fields: &FieldMap) -> String {
@@ -89,9 +88,9 @@ fn chat_jsonl_reads_and_counts_skips() {
         r.examples[0],
         Example::Chat {
             messages: vec![
-                Turn::new("system", "You are terse."),
-                Turn::new("user", "Capital of France?"),
-                Turn::new("assistant", "Paris."),
+                Message::new("system", "You are terse."),
+                Message::new("user", "Capital of France?"),
+                Message::new("assistant", "Paris."),
             ]
         }
     );
@@ -124,7 +123,7 @@ fn json_array_parquet_and_jsonl_read_equal() {
     let from_list = read_examples(
         std::slice::from_ref(&list),
         Format::Chat,
-        FieldMap::default(),
+        &FieldMap::default(),
     )
     .unwrap();
     assert_eq!(from_list.examples, jsonl.examples);
@@ -145,7 +144,7 @@ fn json_array_parquet_and_jsonl_read_equal() {
         .collect();
     let col: ArrayRef = Arc::new(StringArray::from_iter_values(text));
     let s = write_parquet(dir.path(), "string.parquet", vec![("messages", col)]);
-    let from_string = read_examples(&[s], Format::Chat, FieldMap::default()).unwrap();
+    let from_string = read_examples(&[s], Format::Chat, &FieldMap::default()).unwrap();
     assert_eq!(from_string.examples, jsonl.examples);
 }
 
@@ -208,7 +207,7 @@ fn instruction_jsonl_and_parquet() {
     let q = read_examples(
         std::slice::from_ref(&p),
         Format::Instruction,
-        FieldMap::default(),
+        &FieldMap::default(),
     )
     .unwrap();
     assert_eq!(q.examples, r.examples);
@@ -248,7 +247,7 @@ fn completion_and_text() {
             ]),
         )],
     );
-    let q = read_examples(&[p], Format::Text, FieldMap::default()).unwrap();
+    let q = read_examples(&[p], Format::Text, &FieldMap::default()).unwrap();
     assert_eq!(q.examples, t.examples);
 }
 
@@ -279,7 +278,10 @@ fn field_mapping() {
     assert_eq!(
         r.examples,
         vec![Example::Chat {
-            messages: vec![Turn::new("user", "Hi"), Turn::new("assistant", "Hello!")]
+            messages: vec![
+                Message::new("user", "Hi"),
+                Message::new("assistant", "Hello!")
+            ]
         }]
     );
     // Unmapped, the same file is missing `messages` on line 1.
@@ -386,7 +388,7 @@ fn globs_directories_and_order() {
         vec![ds("parts/part-2.jsonl"), ds("parts/part-1.jsonl")]
     );
 
-    let r = read_examples(&paths, Format::Text, FieldMap::default()).unwrap();
+    let r = read_examples(&paths, Format::Text, &FieldMap::default()).unwrap();
     let texts: Vec<_> = r
         .examples
         .iter()
@@ -413,12 +415,12 @@ fn split_is_deterministic() {
             ds("completion.jsonl"),
         ],
         Format::Chat,
-        FieldMap::default(),
+        &FieldMap::default(),
     );
     // Mixed formats in one read fail at the first non-chat file.
     assert!(r.is_err());
     let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/support/train.jsonl");
-    let ex = read_examples(&[support], Format::Chat, FieldMap::default())
+    let ex = read_examples(&[support], Format::Chat, &FieldMap::default())
         .unwrap()
         .examples;
     let a = split_eval(ex.clone(), 0.25, 3);
@@ -441,13 +443,13 @@ fn support_dataset_is_consistent() {
     let train = read_examples(
         &[root.join("train.jsonl")],
         Format::Chat,
-        FieldMap::default(),
+        &FieldMap::default(),
     )
     .unwrap();
     let eval = read_examples(
         &[root.join("eval.jsonl")],
         Format::Chat,
-        FieldMap::default(),
+        &FieldMap::default(),
     )
     .unwrap();
     assert!(train.examples.len() >= 300 && train.skipped.is_empty());

@@ -114,7 +114,7 @@ fn random_adapter(
             lin.set_adapter(0, Some(lora));
         }
     }
-    ft::lora::peft::save(&l.model, 0, &cfg, "tiny", dir).unwrap();
+    ft::model::peft::save(&l.model, 0, &cfg, "tiny", dir).unwrap();
     dir.to_path_buf()
 }
 

@@ -121,10 +121,10 @@ fn trainable_parameter_count_is_exact() {
     let vars = attach_adapters(&mut model, &ft::lora::LoraConfig::default(), 0).unwrap();
     // r=16 on all seven projections of 2 layers: r * (in + out) each.
     let c = &model.config;
-    let per_layer: usize = ft::lora::ALL_TARGETS
+    let per_layer: usize = ft::lora::TargetModule::ALL
         .iter()
         .map(|m| {
-            let (i, o) = c.proj_shape(m).unwrap();
+            let (i, o) = c.proj_shape(m.as_str()).unwrap();
             16 * (i + o)
         })
         .sum();

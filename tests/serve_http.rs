@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use ft::generate::StopMatcher;
 use ft::serve::{
-    serve_on, Backend, CancelToken, ChatMessage, FinishReason, GenEvent, GenRequest, ModelCard,
-    Prompt, ServeConfig, ServeError,
+    serve_on, Backend, CancelToken, FinishReason, GenEvent, GenRequest, ModelCard, Prompt,
+    ServeConfig, ServeError,
 };
+use ft::tokenizer::Message;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -411,7 +412,7 @@ async fn chat_non_stream() {
     };
     assert_eq!(
         m[0],
-        ChatMessage {
+        Message {
             role: "system".into(),
             content: "be terse".into()
         }

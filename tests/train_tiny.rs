@@ -54,7 +54,7 @@ fn run(r: &Recipe, resume: bool, stop_after: Option<usize>) -> ft::train::Summar
 }
 
 fn adapter_tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let (_, t) = ft::lora::peft::read(dir).unwrap();
+    let (_, t) = ft::model::peft::read(dir).unwrap();
     let mut v: Vec<_> = t
         .into_iter()
         .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))

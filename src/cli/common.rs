@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use ft::device::DeviceSpec;
 use ft::model::{LoadOptions, Loaded};
 use ft::quant::MatmulMode;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ pub struct ModelArgs {
     pub adapter: Option<PathBuf>,
     /// Compute device: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// Context length to allow (default: the model's, capped at 8192).
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
@@ -28,7 +29,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let opts = LoadOptions {
-            device: ft::device::parse(&self.device)?,
+            device: self.device.resolve()?,
             quantize: None,
             max_positions: self.ctx,
             adapters: self.adapter.iter().cloned().collect(),

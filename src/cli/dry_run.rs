@@ -2,20 +2,8 @@
 //! memory estimate, without loading weights (sizes come from config.json or GGUF metadata).
 
 use anyhow::Result;
-use candle_core::quantized::GgmlDType;
 use ft::model::Config;
-use ft::recipe::{BaseQuant, Recipe};
-
-/// The in-memory type the recipe asks for when the base arrives unquantized.
-pub fn base_quant(r: &Recipe) -> Option<GgmlDType> {
-    match r.model.quantize {
-        BaseQuant::Q4_0 => Some(GgmlDType::Q4_0),
-        BaseQuant::Q4K => Some(GgmlDType::Q4K),
-        BaseQuant::Q8_0 => Some(GgmlDType::Q8_0),
-        BaseQuant::F16 => Some(GgmlDType::F16),
-        BaseQuant::Keep => None,
-    }
-}
+use ft::recipe::Recipe;
 
 /// The model's config without loading weights.
 fn peek_config(r: &Recipe) -> Result<Option<(Config, f64)>> {
@@ -27,13 +15,7 @@ fn peek_config(r: &Recipe) -> Result<Option<(Config, f64)>> {
         }
         let cfg = Config::from_hf_json(&cj)?;
         // Bytes per weight of the in-memory base.
-        let bpw = match base_quant(r) {
-            Some(GgmlDType::Q4_0) => 18.0 / 32.0,
-            Some(GgmlDType::Q4K) => 144.0 / 256.0,
-            Some(GgmlDType::Q8_0) => 34.0 / 32.0,
-            Some(_) => 2.0,
-            None => 4.0,
-        };
+        let bpw = r.model.quantize.bytes_per_weight();
         Ok(Some((cfg, bpw)))
     } else if p.is_file() {
         let f = ft::gguf::GgufFile::open(p)?;
@@ -47,7 +29,7 @@ fn peek_config(r: &Recipe) -> Result<Option<(Config, f64)>> {
 
 pub fn run(r: &Recipe) -> Result<()> {
     println!("# resolved recipe\n{}", r.to_yaml()?);
-    let lcfg = ft::train::lora_config(r);
+    let lcfg = &r.lora;
     match peek_config(r)? {
         None => println!(
             "model: `{}` is not there (or has no config.json); cannot count parameters or estimate memory. \
@@ -58,8 +40,9 @@ pub fn run(r: &Recipe) -> Result<()> {
             let trainable: usize = (0..cfg.num_layers)
                 .map(|_| {
                     lcfg.target_modules
+                        .modules()
                         .iter()
-                        .filter_map(|m| cfg.proj_shape(m))
+                        .filter_map(|m| cfg.proj_shape(m.as_str()))
                         .map(|(i, o)| lcfg.r * (i + o))
                         .sum::<usize>()
                 })
@@ -78,7 +61,7 @@ pub fn run(r: &Recipe) -> Result<()> {
             let logits = (b * t * cfg.vocab_size) as f64 * 4.0 * 4.0;
             println!("model: {} layers, hidden {}, vocab {}", cfg.num_layers, cfg.hidden_size, cfg.vocab_size);
             println!("parameters: {trainable} trainable (LoRA r={}, {} modules), {frozen} frozen ({:.2}%)",
-                lcfg.r, lcfg.target_modules.len(), 100.0 * trainable as f64 / frozen as f64);
+                lcfg.r, lcfg.target_modules.modules().len(), 100.0 * trainable as f64 / frozen as f64);
             println!(
                 "estimated peak memory: {:.2} GiB (base {:.2} + adapter/optimizer {:.2} + activations {:.2} + logits {:.2}) at batch {b} x {t}",
                 gib(base + adapter + act + logits), gib(base), gib(adapter), gib(act), gib(logits)

@@ -59,7 +59,7 @@ pub struct EvalArgs {
     pub perplexity: Option<PathBuf>,
     /// Format of a dataset given to --perplexity: chat, instruction, completion, text.
     #[arg(long = "data-format", default_value = "chat")]
-    pub data_format: String,
+    pub data_format: ft::data::Format,
     /// Context (tokens per chunk) for --perplexity.
     #[arg(long = "ctx", default_value_t = 512)]
     pub ctx: usize,
@@ -79,7 +79,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub fast: bool,
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: ft::device::DeviceSpec,
 }
 
 /// Everything measured for one column.
@@ -123,7 +123,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         Some(rp) => {
             let r = ft::recipe::Recipe::load(rp, &[])?;
             let out = &r.train.output_dir;
-            if !out.join(ft::lora::peft::CONFIG_FILE).exists() {
+            if !out.join(ft::model::peft::CONFIG_FILE).exists() {
                 bail!(
                     "{}: no trained adapter in train.output_dir `{}`; run `ft train {}` first",
                     rp.display(),
@@ -176,7 +176,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             }
             .to_string()];
             if let Some(c) = &a.compare {
-                if c.join(ft::lora::peft::CONFIG_FILE).exists() {
+                if c.join(ft::model::peft::CONFIG_FILE).exists() {
                     adapters.push(c.clone());
                     labels.push("compare".into());
                 }
@@ -193,7 +193,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         MatmulMode::Exact
     };
     let opts = LoadOptions {
-        device: ft::device::parse(&a.device)?,
+        device: a.device.resolve()?,
         max_positions: Some(a.ctx.max(4096)),
         adapters: adapters.clone(),
         ..Default::default()
@@ -227,7 +227,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     // --compare with another model (not an adapter): load it and run the same plan.
     if let (None, Some(c)) = (&a.recipe, &a.compare) {
-        if !c.join(ft::lora::peft::CONFIG_FILE).exists() {
+        if !c.join(ft::model::peft::CONFIG_FILE).exists() {
             let other = ft::model::load(
                 c,
                 &LoadOptions {
@@ -305,12 +305,10 @@ fn evaluate(
     if let Some(p) = &plan.perplexity {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         if matches!(ext, "jsonl" | "json" | "parquet") {
-            let format: ft::data::Format = serde_json::from_value(serde_json::json!(a.data_format))
-                .with_context(|| format!("--data-format `{}`", a.data_format))?;
             let read = ft::data::read_examples(
                 std::slice::from_ref(p),
-                format,
-                ft::data::FieldMap::default(),
+                a.data_format,
+                &ft::data::FieldMap::default(),
             )?;
             let enc = ft::train::batch::Encoder {
                 tokenizer: &loaded.tokenizer,

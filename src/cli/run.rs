@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ft::generate::{generate, Finish, SamplingParams, Session};
 use ft::model::{Ctx, Loaded};
-use ft::tokenizer::{ChatTemplate, Message};
+use ft::tokenizer::{ChatTemplate, Message, TemplateSpec};
 use std::io::Write;
 
 #[derive(Args, Clone, Debug)]
@@ -75,7 +75,7 @@ pub struct RunArgs {
     pub system: Option<String>,
     /// Chat template override: chatml, llama3, mistral, or Jinja source.
     #[arg(long = "chat-template")]
-    pub chat_template: Option<String>,
+    pub chat_template: Option<TemplateSpec>,
     /// Print one JSON object instead of streaming text: the prompt's token ids, the generated
     /// ids (a stop token that ended generation not included), the text and the finish reason.
     /// For comparing with another runtime token by token.
@@ -83,17 +83,16 @@ pub struct RunArgs {
     pub print_ids: bool,
 }
 
-pub fn template(loaded: &Loaded, spec: Option<&str>) -> Result<ChatTemplate> {
-    Ok(match spec {
-        Some(s) => ChatTemplate::named_or_source(s, &loaded.tokenizer)?,
-        None => match &loaded.template {
-            Some(t) => t.clone(),
-            None => {
-                eprintln!("ft: the model has no chat template; using chatml");
-                ChatTemplate::named_or_source("chatml", &loaded.tokenizer)?
-            }
-        },
-    })
+/// The `--chat-template` given, else the model's own, else ChatML (with a note).
+pub fn template(loaded: &Loaded, spec: Option<&TemplateSpec>) -> Result<ChatTemplate> {
+    if spec.is_none() && loaded.template.is_none() {
+        eprintln!("ft: the model has no chat template; using chatml");
+    }
+    Ok(ChatTemplate::choose(
+        spec,
+        loaded.template.as_ref(),
+        &loaded.tokenizer,
+    )?)
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -106,7 +105,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         msgs.push(Message::new("user", a.prompt.clone()));
         (
-            template(&loaded, a.chat_template.as_deref())?.render(&msgs, true)?,
+            template(&loaded, a.chat_template.as_ref())?.render(&msgs, true)?,
             true,
         )
     } else {
@@ -201,13 +200,13 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     /// Chat template override: chatml, llama3, mistral, or Jinja source.
     #[arg(long = "chat-template")]
-    pub chat_template: Option<String>,
+    pub chat_template: Option<TemplateSpec>,
 }
 
 pub fn chat(a: ChatArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let loaded = a.model.load()?;
-    let tmpl = template(&loaded, a.chat_template.as_deref())?;
+    let tmpl = template(&loaded, a.chat_template.as_ref())?;
     let ctx = Ctx::infer(a.model.mode(), a.model.adapter_slot());
     let mut session = Session::new(&loaded.model, ctx);
     let mut messages = Vec::new();

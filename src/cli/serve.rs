@@ -34,13 +34,13 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     /// Compute device: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: ft::device::DeviceSpec,
     /// Exact f32 math instead of the fast quantized kernels.
     #[arg(long)]
     pub exact: bool,
     /// Chat template override: chatml, llama3, mistral, or Jinja source.
     #[arg(long = "chat-template")]
-    pub chat_template: Option<String>,
+    pub chat_template: Option<ft::tokenizer::TemplateSpec>,
     /// Name of the base model in /v1/models (default: the file or folder name).
     #[arg(long)]
     pub name: Option<String>,
@@ -62,19 +62,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let margs = ModelArgs {
         model: a.model.clone(),
         adapter: None,
-        device: a.device.clone(),
+        device: a.device,
         ctx: a.ctx,
         exact: a.exact,
     };
     let opts = ft::model::LoadOptions {
-        device: ft::device::parse(&a.device)?,
+        device: a.device.resolve()?,
         quantize: None,
         max_positions: a.ctx,
         adapters: dirs,
     };
     let loaded =
         ft::model::load(&a.model, &opts).with_context(|| format!("{}", a.model.display()))?;
-    let template = super::run::template(&loaded, a.chat_template.as_deref())?;
+    let template = super::run::template(&loaded, a.chat_template.as_ref())?;
     // The file or folder name: what users typed, and an id without spaces.
     let stem = a
         .model

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ft::model::{load, LoadOptions};
+use ft::model::load;
 use ft::recipe::Recipe;
 use ft::train::{self, Event};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,12 +33,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         return super::dry_run::run(&recipe);
     }
     recipe.check_paths()?;
-    let opts = LoadOptions {
-        device: ft::device::parse(&recipe.model.device.to_string())?,
-        quantize: super::dry_run::base_quant(&recipe),
-        max_positions: Some(recipe.dataset.max_seq_len.max(16)),
-        adapters: vec![],
-    };
+    let opts = recipe.load_options()?;
     let mut loaded = load(&recipe.model.path, &opts)
         .with_context(|| format!("model.path `{}`", recipe.model.path.display()))?;
     let prepared = train::prepare(&recipe, &loaded)?;

@@ -8,12 +8,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::tokenizer::Message;
+
 /// One training example, before tokenization and chat-template rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "format", rename_all = "lowercase")]
 pub enum Example {
     /// A conversation; at least one assistant turn.
-    Chat { messages: Vec<Turn> },
+    Chat { messages: Vec<Message> },
     /// Alpaca-style: `instruction` (+ optional `input`) -> `output`.
     Instruction {
         instruction: String,
@@ -37,73 +39,54 @@ impl Example {
     }
 }
 
-/// One chat message. `role` is one of [`ROLES`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Turn {
-    pub role: String,
-    pub content: String,
-}
+crate::config::named_enum!(
+    /// The shape of every record in a dataset (`dataset.format`).
+    Format, "dataset format", {
+        /// `{"messages": [{"role", "content"}, ...]}`
+        Chat = "chat",
+        /// `{"instruction", "input"?, "output"}` (alpaca)
+        Instruction = "instruction",
+        /// `{"prompt", "completion"}`
+        Completion = "completion",
+        /// `{"text"}`: plain language modelling, every token trained
+        Text = "text",
+    }
+);
 
-impl Turn {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Turn {
-            role: role.into(),
-            content: content.into(),
-        }
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
+impl Default for Format {
+    fn default() -> Self {
+        Format::Chat
     }
 }
 
-/// Roles a chat turn may have.
-pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
-
-/// The shape of every record in a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Chat,
-    Instruction,
-    Completion,
-    Text,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Chat => "chat",
-            Format::Instruction => "instruction",
-            Format::Completion => "completion",
-            Format::Text => "text",
-        })
-    }
-}
-
-/// Field names records use; each defaults to its own name (`dataset.fields` in a recipe).
+/// Field names records use (`dataset.fields`); each defaults to its own name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldMap {
     pub messages: String,
-    pub role: String,
-    pub content: String,
     pub instruction: String,
     pub input: String,
     pub output: String,
     pub prompt: String,
     pub completion: String,
     pub text: String,
+    pub role: String,
+    pub content: String,
 }
 
 impl Default for FieldMap {
     fn default() -> Self {
         FieldMap {
             messages: "messages".into(),
-            role: "role".into(),
-            content: "content".into(),
             instruction: "instruction".into(),
             input: "input".into(),
             output: "output".into(),
             prompt: "prompt".into(),
             completion: "completion".into(),
             text: "text".into(),
+            role: "role".into(),
+            content: "content".into(),
         }
     }
 }
@@ -124,42 +107,6 @@ impl FieldMap {
             ],
             Format::Text => vec![(self.text.as_str(), true)],
         }
-    }
-}
-
-// The recipe declares its own `dataset.format` / `dataset.fields` types (with typo suggestions);
-// these conversions let `read_examples` take either. One type per concept would be better.
-impl From<crate::recipe::DataFormat> for Format {
-    fn from(f: crate::recipe::DataFormat) -> Self {
-        use crate::recipe::DataFormat as D;
-        match f {
-            D::Chat => Format::Chat,
-            D::Instruction => Format::Instruction,
-            D::Completion => Format::Completion,
-            D::Text => Format::Text,
-        }
-    }
-}
-
-impl From<&crate::recipe::Fields> for FieldMap {
-    fn from(f: &crate::recipe::Fields) -> Self {
-        FieldMap {
-            messages: f.messages.clone(),
-            role: f.role.clone(),
-            content: f.content.clone(),
-            instruction: f.instruction.clone(),
-            input: f.input.clone(),
-            output: f.output.clone(),
-            prompt: f.prompt.clone(),
-            completion: f.completion.clone(),
-            text: f.text.clone(),
-        }
-    }
-}
-
-impl From<&FieldMap> for FieldMap {
-    fn from(f: &FieldMap) -> Self {
-        f.clone()
     }
 }
 
@@ -292,7 +239,7 @@ fn chat(messages: &Value, fields: &FieldMap) -> Result<Record, String> {
         if blank.is_none() && matches!(role, "user" | "assistant") && is_blank(&content) {
             blank = Some(format!("message {n} ({role}) is empty"));
         }
-        turns.push(Turn::new(role, content));
+        turns.push(Message::new(role, content));
     }
     if !turns.iter().any(|t| t.role == "assistant") {
         return Err("conversation has no assistant turn (nothing to learn)".into());
@@ -391,7 +338,7 @@ mod tests {
             Format::Chat,
         );
         let want = Example::Chat {
-            messages: vec![Turn::new("user", "hi"), Turn::new("assistant", "yo")],
+            messages: vec![Message::new("user", "hi"), Message::new("assistant", "yo")],
         };
         assert_eq!(r, Ok(Record::Keep(want)));
     }
@@ -407,7 +354,7 @@ mod tests {
         let s = r#"[{"from":"human","value":"q"},{"from":"gpt","value":"a"}]"#;
         let r = example_from_record(&json!({ "conversations": s }), Format::Chat, &fields);
         let want = Example::Chat {
-            messages: vec![Turn::new("user", "q"), Turn::new("assistant", "a")],
+            messages: vec![Message::new("user", "q"), Message::new("assistant", "a")],
         };
         assert_eq!(r, Ok(Record::Keep(want)));
     }

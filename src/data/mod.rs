@@ -1,12 +1,16 @@
-//! Datasets: read `.jsonl` / `.json` / `.parquet` files into typed [`Example`]s with
-//! [`read_examples`], split off an eval set with [`split_eval`]. Rendering with the chat template,
-//! tokenizing, loss masks and batching build on these types.
+//! Datasets: [`DatasetConfig`] (a recipe's `dataset:` section) names the files; read
+//! `.jsonl` / `.json` / `.parquet` files into typed [`Example`]s with [`read_examples`], split
+//! off an eval set with [`split_eval`]. Rendering with the chat template, tokenizing, loss
+//! masks and batching build on these types.
 
+mod config;
 mod example;
-mod parquet;
+pub mod parquet;
 mod read;
 mod split;
 
-pub use example::{Example, FieldMap, Format, Turn, ROLES};
+pub(crate) use config::{cwd_note, key_error};
+pub use config::{DatasetConfig, Paths, Split};
+pub use example::{Example, FieldMap, Format};
 pub use read::{expand_paths, read_examples, ReadReport, EXTENSIONS};
 pub use split::split_eval;

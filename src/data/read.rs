@@ -25,13 +25,7 @@ pub struct ReadReport {
 pub const EXTENSIONS: [&str; 3] = ["jsonl", "json", "parquet"];
 
 /// Read every file in order. Fails on the first malformed record, naming file and line.
-/// `format` and `fields` are [`Format`] / `&`[`FieldMap`] or the recipe's `DataFormat` / `&Fields`.
-pub fn read_examples(
-    paths: &[PathBuf],
-    format: impl Into<Format>,
-    fields: impl Into<FieldMap>,
-) -> Result<ReadReport> {
-    let (format, fields) = (format.into(), &fields.into());
+pub fn read_examples(paths: &[PathBuf], format: Format, fields: &FieldMap) -> Result<ReadReport> {
     let mut report = ReadReport::default();
     for path in paths {
         let mut push = |line: usize, record: &Value| -> Result<()> {

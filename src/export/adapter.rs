@@ -10,8 +10,8 @@
 use crate::error::{Error, Result};
 use crate::gguf::write::{write, TensorOut};
 use crate::gguf::{GgufFile, Value};
-use crate::lora::{peft, ALL_TARGETS};
-use crate::model::{names, Arch, Config};
+use crate::lora::TargetModule;
+use crate::model::{names, peft, Arch, Config};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
 use std::borrow::Cow;
@@ -65,7 +65,7 @@ pub fn export_adapter(
     let mut used = std::collections::HashSet::new();
     let mut out_tensors: Vec<TensorOut<'static>> = Vec::new();
     for i in 0..cfg.num_layers {
-        for short in ALL_TARGETS {
+        for short in TargetModule::ALL.iter().map(|m| m.as_str()) {
             let find = |ab: &str| {
                 let n = peft::tensor_name(i, short, ab);
                 let alt = n.replace(".weight", ".default.weight");

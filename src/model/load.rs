@@ -67,7 +67,7 @@ pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Loaded> {
         load_gguf(path, opts)?
     };
     for (slot, dir) in opts.adapters.iter().enumerate() {
-        crate::lora::peft::load_into(&mut loaded.model, slot, dir)?;
+        super::peft::load_into(&mut loaded.model, slot, dir)?;
     }
     Ok(loaded)
 }

@@ -1,5 +1,6 @@
 //! The model: config, the Llama-family network, its KV cache, the HF<->GGUF name table,
-//! and the loaders that turn files into a [`Llama`] (the only part here that does I/O).
+//! and the loaders that turn files into a [`Llama`] and PEFT adapter folders into its adapter
+//! slots ([`load`], [`peft`]: the only parts here that do I/O).
 
 pub mod cache;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod llama;
 pub mod load;
 pub mod names;
 pub mod ops;
+pub mod peft;
 
 pub use cache::KvCache;
 pub use config::{Arch, Config};

@@ -67,6 +67,52 @@ impl FrozenWeight {
     }
 }
 
+crate::config::named_enum!(
+    /// In-memory form of the frozen base weights when the model arrives unquantized
+    /// (an HF folder or an f16/f32 GGUF): a recipe's `model.quantize`. Already-quantized
+    /// GGUF tensors are kept as they are.
+    BaseQuant, "quantization", {
+        Q4_0 = "q4_0",
+        Q4K = "q4_k",
+        Q8_0 = "q8_0",
+        F16 = "f16",
+        /// `none`: keep the weights in the dtype the file stores them in.
+        Keep = "none",
+    }
+);
+
+/// QLoRA's point is a 4-bit base; q4_0 also has the fastest CPU kernel.
+impl Default for BaseQuant {
+    fn default() -> Self {
+        BaseQuant::Q4_0
+    }
+}
+
+impl BaseQuant {
+    /// The ggml type a dense matrix is quantized to on load; None keeps it dense.
+    pub fn dtype(self) -> Option<GgmlDType> {
+        match self {
+            BaseQuant::Q4_0 => Some(GgmlDType::Q4_0),
+            BaseQuant::Q4K => Some(GgmlDType::Q4K),
+            BaseQuant::Q8_0 => Some(GgmlDType::Q8_0),
+            BaseQuant::F16 => Some(GgmlDType::F16),
+            BaseQuant::Keep => None,
+        }
+    }
+
+    /// Bytes per weight of a matrix held in this form (block bytes / block weights; `none`
+    /// keeps what the loader makes of dense safetensors, f32).
+    pub fn bytes_per_weight(self) -> f64 {
+        match self {
+            BaseQuant::Q4_0 => 18.0 / 32.0,
+            BaseQuant::Q4K => 144.0 / 256.0,
+            BaseQuant::Q8_0 => 34.0 / 32.0,
+            BaseQuant::F16 => 2.0,
+            BaseQuant::Keep => 4.0,
+        }
+    }
+}
+
 /// How a frozen matmul is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulMode {
@@ -119,6 +165,20 @@ mod tests {
     use super::*;
     use candle_core::Device;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn base_quant_names_and_types() {
+        assert_eq!("Q4_K".parse::<BaseQuant>(), Ok(BaseQuant::Q4K));
+        assert_eq!(BaseQuant::default().dtype(), Some(GgmlDType::Q4_0));
+        assert_eq!(BaseQuant::Keep.dtype(), None);
+        for q in BaseQuant::ALL {
+            let bpw = q.bytes_per_weight();
+            match q.dtype() {
+                Some(dt) => assert_eq!(bpw, dt.type_size() as f64 / dt.block_size() as f64),
+                None => assert_eq!(bpw, 4.0),
+            }
+        }
+    }
 
     /// The fast path (ft's kernels, or candle's QMatMul for the types they leave to it: Q2_K,
     /// Q3_K, Q5_K) against f32 math over the same dequantized weight: only the 8-bit rounding

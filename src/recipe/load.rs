@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 use super::location::{KeyIndex, Locator};
-use super::schema::{closest, find_unknown_key, SetFlag};
+use super::schema::{find_unknown_key, SetFlag};
 use super::Recipe;
+use crate::config::closest;
 use crate::error::{Error, Result};
 
 fn fail(msg: String) -> Error {

@@ -4,6 +4,8 @@
 
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::config::closest;
+
 /// Every section (dotted path, "" = top level) and the keys it accepts.
 /// `tests::schema_matches_structs` keeps this in step with the serde structs.
 pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
@@ -108,19 +110,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("type", "format"),
     ("tb", "tensorboard"),
 ];
-
-/// The closest of `valid` to `word`, if any is close enough to be a plausible typo.
-pub(crate) fn closest<'a>(word: &str, valid: &[&'a str]) -> Option<&'a str> {
-    let w = word.to_ascii_lowercase();
-    valid
-        .iter()
-        .map(|v| (*v, strsim::jaro_winkler(&w, v)))
-        .filter(|(v, score)| {
-            *score >= 0.85 || strsim::damerau_levenshtein(&w, v) <= 2.min(v.len() / 2)
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(v, _)| v)
-}
 
 pub(crate) fn keys_of(section: &str) -> Option<&'static [&'static str]> {
     SECTIONS

@@ -17,7 +17,7 @@ fn defaults() {
     assert_eq!(r.model.device, DeviceSpec::Cpu);
     assert_eq!(r.model.chat_template, None);
     assert_eq!(r.dataset.train, Paths(vec!["d.jsonl".into()]));
-    assert_eq!(r.dataset.format, DataFormat::Chat);
+    assert_eq!(r.dataset.format, Format::Chat);
     assert_eq!(r.dataset.max_seq_len, 512);
     assert_eq!(r.dataset.fields.messages, "messages");
     assert_eq!((r.lora.r, r.lora.alpha, r.lora.dropout), (16, 32.0, 0.05));
@@ -35,7 +35,7 @@ fn defaults() {
         r.logging.metrics_jsonl,
         Some(PathBuf::from("runs/demo/metrics.jsonl"))
     );
-    assert_eq!(r.eval, EvalSpec::default());
+    assert_eq!(r.eval, EvalConfig::default());
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn values_and_sections() {
         eval:\n  mmlu:\n  task:\n    path: h.jsonl\n";
     let r = Recipe::from_str(text, "x.yaml").unwrap();
     assert_eq!(r.model.device, DeviceSpec::Cuda(1));
-    assert_eq!(r.model.chat_template, Some(ChatTemplate::Chatml));
+    assert_eq!(r.model.chat_template, Some(TemplateSpec::Chatml));
     assert_eq!(r.model.quantize, BaseQuant::Keep);
     assert_eq!(r.dataset.train.0.len(), 2);
     assert_eq!(
@@ -63,7 +63,7 @@ fn values_and_sections() {
     );
     assert_eq!(
         r.eval.mmlu,
-        Some(MmluSpec::default()),
+        Some(MmluConfig::default()),
         "empty `mmlu:` runs with defaults"
     );
     assert_eq!(r.eval.task.as_ref().map(|t| t.max_new_tokens), Some(128));
@@ -78,7 +78,7 @@ fn jinja_template_and_csv_subjects() {
     let r = Recipe::from_str(&text, "x").unwrap();
     assert!(matches!(
         r.model.chat_template,
-        Some(ChatTemplate::Jinja(_))
+        Some(TemplateSpec::Jinja(_))
     ));
     let text = format!("{MIN}eval:\n  mmlu:\n    subjects: high school geography, marketing\n");
     let r = Recipe::from_str(&text, "x").unwrap();
@@ -180,8 +180,8 @@ fn to_yaml_round_trips() {
 fn schema_matches_structs() {
     let mut r = Recipe::from_str(MIN, "x").unwrap();
     r.dataset.eval = Some(Paths(vec!["e".into()]));
-    r.eval.mmlu = Some(MmluSpec::default());
-    r.eval.task = Some(TaskSpec {
+    r.eval.mmlu = Some(MmluConfig::default());
+    r.eval.task = Some(TaskConfig {
         path: "t".into(),
         max_new_tokens: 1,
     });

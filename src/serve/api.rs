@@ -3,16 +3,10 @@
 //! Reference: <https://platform.openai.com/docs/api-reference/chat>. Every field is an `Option`
 //! so a missing one gets our own message; unknown fields are ignored (OpenAI clients send many).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::runner::{Prompt, ServeError};
-
-/// One chat turn as the runner sees it: text only, role one of system/user/assistant/tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
+use crate::tokenizer::Message;
 
 /// `stop`: a string or a list of strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -246,7 +240,8 @@ fn include_usage(opts: &Option<StreamOptions>) -> bool {
     opts.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
 }
 
-fn chat_message(i: usize, m: &WireMessage) -> Result<ChatMessage, ServeError> {
+/// One client message as the runner sees it: text only, role one of system/user/assistant/tool.
+fn chat_message(i: usize, m: &WireMessage) -> Result<Message, ServeError> {
     // `developer` is OpenAI's newer name for `system`; chat templates only know the latter.
     let role = match m.role.as_str() {
         "developer" => "system",
@@ -284,10 +279,7 @@ fn chat_message(i: usize, m: &WireMessage) -> Result<ChatMessage, ServeError> {
             ))
         }
     };
-    Ok(ChatMessage {
-        role: role.to_string(),
-        content,
-    })
+    Ok(Message::new(role, content))
 }
 
 fn sampling(f: SamplingFields) -> Result<Sampling, ServeError> {

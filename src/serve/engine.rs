@@ -3,12 +3,11 @@
 //! and adapter slot. Adapters are applied per request without merging, so one base in memory
 //! serves several fine-tunes.
 
-use super::api::ChatMessage;
 use super::runner::{Backend, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError};
 use crate::generate::{Sampler, SamplingParams, Session, StopMatcher, TextStream};
 use crate::model::{Ctx, Loaded};
 use crate::quant::MatmulMode;
-use crate::tokenizer::{ChatTemplate, Message};
+use crate::tokenizer::ChatTemplate;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::Instant;
 
@@ -99,12 +98,6 @@ struct Active<'m> {
     decoding_since: Instant,
 }
 
-fn to_messages(m: &[ChatMessage]) -> Vec<Message> {
-    m.iter()
-        .map(|c| Message::new(&c.role, c.content.clone()))
-        .collect()
-}
-
 fn run_loop(
     loaded: Loaded,
     template: ChatTemplate,
@@ -166,7 +159,7 @@ fn admit<'m>(
     };
     let ids = match &req.prompt {
         Prompt::Chat(m) => template
-            .render(&to_messages(m), true)
+            .render(m, true)
             .and_then(|t| tok.encode_prompt(&t, true)),
         Prompt::Text(t) => tok.encode_prompt(t, true),
     };

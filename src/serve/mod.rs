@@ -16,7 +16,6 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::ChatMessage;
 pub use http::router;
 pub use runner::{
     Backend, CancelToken, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError,

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::api::ChatMessage;
+use crate::tokenizer::Message;
 
 /// What to continue: a chat (rendered by the model's chat template) or raw text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
-    Chat(Vec<ChatMessage>),
+    Chat(Vec<Message>),
     Text(String),
 }
 

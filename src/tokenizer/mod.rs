@@ -9,7 +9,7 @@ mod build;
 pub mod template;
 
 pub use build::GgufVocab;
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, Message, TemplateSpec, ROLES};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;

@@ -1,11 +1,18 @@
 //! Chat templates: the model's own Jinja template (GGUF `tokenizer.chat_template` or
-//! `tokenizer_config.json`) rendered with minijinja, or a built-in one by name.
+//! `tokenizer_config.json`) rendered with minijinja, or one the user names with a
+//! [`TemplateSpec`] (a recipe's `model.chat_template`, a `--chat-template` flag): a built-in by
+//! name or Jinja source. [`ChatTemplate::choose`] is the one rule for which template applies.
+
+use std::fmt;
+use std::str::FromStr;
 
 use super::Tokenizer;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// One chat turn: `role` is one of [`ROLES`]. What datasets hold, templates render and the
+/// server receives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
@@ -13,13 +20,74 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Message {
             role: role.into(),
             content: content.into(),
         }
     }
 }
+
+/// Roles a chat turn may have.
+pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// A chat template chosen by the user: a built-in by name, or Jinja source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSpec {
+    Chatml,
+    Llama3,
+    Mistral,
+    Jinja(String),
+}
+
+impl TemplateSpec {
+    pub const BUILTINS: &'static [&'static str] = &["chatml", "llama3", "mistral"];
+
+    /// The Jinja source.
+    pub fn source(&self) -> &str {
+        match self {
+            TemplateSpec::Chatml => CHATML,
+            TemplateSpec::Llama3 => LLAMA3,
+            TemplateSpec::Mistral => MISTRAL,
+            TemplateSpec::Jinja(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for TemplateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            TemplateSpec::Chatml => "chatml",
+            TemplateSpec::Llama3 => "llama3",
+            TemplateSpec::Mistral => "mistral",
+            TemplateSpec::Jinja(t) => t,
+        })
+    }
+}
+
+impl FromStr for TemplateSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        // A template always has a tag or an expression; a bare word is a builtin name.
+        if s.contains("{%") || s.contains("{{") {
+            return Ok(TemplateSpec::Jinja(s.to_string()));
+        }
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chatml" => Ok(TemplateSpec::Chatml),
+            "llama3" | "llama-3" => Ok(TemplateSpec::Llama3),
+            "mistral" => Ok(TemplateSpec::Mistral),
+            other => Err(format!(
+                "{}, or a Jinja template (containing `{{{{` or `{{%`)",
+                crate::config::unknown("builtin chat template", other, Self::BUILTINS)
+            )),
+        }
+    }
+}
+
+crate::config::serde_via_str!(
+    TemplateSpec,
+    "a builtin chat template name or a Jinja template string"
+);
 
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 pub const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
@@ -51,14 +119,22 @@ impl ChatTemplate {
         Ok(t)
     }
 
-    /// A built-in template by name (chatml, llama3, mistral), or Jinja source given inline.
-    pub fn named_or_source(spec: &str, tok: &Tokenizer) -> Result<Self> {
-        match builtin(spec) {
-            Some(src) => Self::new(src, tok),
-            None if spec.contains("{%") || spec.contains("{{") => Self::new(spec, tok),
-            None => Err(Error::Template(format!(
-                "unknown template `{spec}` (built-ins: chatml, llama3, mistral; or give Jinja source)"
-            ))),
+    /// The template `spec` names, bound to `tok`'s BOS/EOS.
+    pub fn from_spec(spec: &TemplateSpec, tok: &Tokenizer) -> Result<Self> {
+        Self::new(spec.source(), tok)
+    }
+
+    /// The template that applies: the one the user chose (`spec`), else the model's own
+    /// (`own`), else ChatML. Training, eval, serving and `ft run` all choose with this.
+    pub fn choose(
+        spec: Option<&TemplateSpec>,
+        own: Option<&ChatTemplate>,
+        tok: &Tokenizer,
+    ) -> Result<Self> {
+        match (spec, own) {
+            (Some(s), _) => Self::from_spec(s, tok),
+            (None, Some(t)) => Ok(t.clone()),
+            (None, None) => Self::from_spec(&TemplateSpec::Chatml, tok),
         }
     }
 
@@ -116,15 +192,6 @@ impl ChatTemplate {
     }
 }
 
-pub fn builtin(name: &str) -> Option<&'static str> {
-    match name.to_ascii_lowercase().as_str() {
-        "chatml" => Some(CHATML),
-        "llama3" | "llama-3" => Some(LLAMA3),
-        "mistral" => Some(MISTRAL),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +225,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s, "<s>[INST] S\n\nQ [/INST]A</s>");
+    }
+
+    #[test]
+    fn spec_names_and_sources() {
+        assert_eq!("Llama-3".parse::<TemplateSpec>(), Ok(TemplateSpec::Llama3));
+        assert_eq!(TemplateSpec::Chatml.source(), CHATML);
+        let jinja: TemplateSpec = "{{ messages[0]['content'] }}".parse().unwrap();
+        assert!(matches!(jinja, TemplateSpec::Jinja(_)));
+        let e = "chatm".parse::<TemplateSpec>().unwrap_err();
+        assert!(
+            e.contains("did you mean `chatml`?") && e.contains("Jinja"),
+            "{e}"
+        );
     }
 
     #[test]

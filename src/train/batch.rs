@@ -8,7 +8,7 @@
 //! so examples never attend to each other; RoPE is relative, so the position offset of a packed
 //! example does not change its attention.
 
-use crate::data::{Example, Turn};
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::tokenizer::{ChatTemplate, Message, Tokenizer};
 use candle_core::{Device, Tensor};
@@ -49,17 +49,10 @@ pub struct EncodeStats {
     pub target_tokens: usize,
 }
 
-fn to_messages(turns: &[Turn]) -> Vec<Message> {
-    turns
-        .iter()
-        .map(|t| Message::new(&t.role, t.content.clone()))
-        .collect()
-}
-
 impl Encoder<'_> {
     pub fn encode(&self, ex: &Example) -> Result<Encoded> {
         match ex {
-            Example::Chat { messages } => self.encode_chat(&to_messages(messages)),
+            Example::Chat { messages } => self.encode_chat(messages),
             Example::Instruction {
                 instruction,
                 input,

@@ -4,8 +4,8 @@
 
 use super::optim::AdamW;
 use crate::error::{Error, Result};
-use crate::lora::{peft, LoraConfig};
-use crate::model::Llama;
+use crate::lora::LoraConfig;
+use crate::model::{peft, Llama};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

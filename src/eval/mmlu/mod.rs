@@ -10,7 +10,6 @@
 //! ```
 
 mod load;
-mod parquet;
 mod prompt;
 mod score;
 mod subjects;

@@ -8,9 +8,9 @@
 //! single layers their own r / alpha. What ft cannot apply (DoRA, LoRA on `lm_head` or the
 //! embeddings, `modules_to_save`, LoRA biases) is an error, never silently dropped.
 
-use super::{Lora, LoraConfig};
+use super::{names, Llama};
 use crate::error::{Error, Result};
-use crate::model::{names, Llama};
+use crate::lora::{Lora, LoraConfig, TargetModule, TargetModules};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ pub struct PeftConfig {
     pub lora_alpha: f64,
     #[serde(default)]
     pub lora_dropout: f64,
-    pub target_modules: TargetModules,
+    pub target_modules: PeftTargets,
     #[serde(default)]
     pub use_rslora: bool,
     #[serde(default)]
@@ -130,10 +130,10 @@ fn yes() -> bool {
     true
 }
 
-/// PEFT allows a list or a single string (`all-linear`, or a regex).
+/// PEFT's `target_modules`: a list, or a single string (`all-linear`, or a regex).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum TargetModules {
+pub enum PeftTargets {
     List(Vec<String>),
     One(String),
 }
@@ -145,7 +145,13 @@ impl PeftConfig {
             r: cfg.r,
             lora_alpha: cfg.alpha,
             lora_dropout: cfg.dropout,
-            target_modules: TargetModules::List(cfg.target_modules.clone()),
+            target_modules: PeftTargets::List(
+                cfg.target_modules
+                    .modules()
+                    .iter()
+                    .map(|m| m.as_str().to_string())
+                    .collect(),
+            ),
             use_rslora: cfg.rslora,
             base_model_name_or_path: Some(base.to_string()),
             bias: "none".into(),
@@ -158,36 +164,33 @@ impl PeftConfig {
         }
     }
 
-    /// The adapter-wide settings. `target_modules` comes back as ft's short names: PEFT saves
+    /// The adapter-wide settings. `target_modules` comes back as ft's module names: PEFT saves
     /// `all-linear` as the full paths it resolved (`model.layers.0.self_attn.q_proj`, ...).
+    /// Names ft has no layer for (`lm_head`, a regex) are left out here; loading checks that
+    /// every tensor in the file lands on a layer, so nothing is dropped silently.
     /// `r` and `alpha` are the defaults; [`PeftConfig::module_rank_alpha`] has each layer's.
     pub fn lora_config(&self) -> LoraConfig {
         let short = |t: &str| t.rsplit('.').next().unwrap_or(t).to_string();
-        let targets = match &self.target_modules {
-            TargetModules::One(s) if s == "all-linear" => {
-                super::ALL_TARGETS.iter().map(|s| s.to_string()).collect()
-            }
-            TargetModules::One(s) => vec![s.clone()],
-            TargetModules::List(v) => {
-                let names: Vec<String> = v.iter().map(|t| short(t)).collect();
-                let mut out: Vec<String> = super::ALL_TARGETS
-                    .iter()
-                    .filter(|t| names.iter().any(|n| n == *t))
-                    .map(|t| t.to_string())
-                    .collect();
-                for n in names {
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
-                }
-                out
-            }
+        let names: Vec<String> = match &self.target_modules {
+            PeftTargets::One(s) if s == "all-linear" => vec![],
+            PeftTargets::One(s) => vec![short(s)],
+            PeftTargets::List(v) => v.iter().map(|t| short(t)).collect(),
+        };
+        let listed: Vec<TargetModule> = TargetModule::ALL
+            .iter()
+            .copied()
+            .filter(|m| names.iter().any(|n| n == m.as_str()))
+            .collect();
+        let target_modules = match &self.target_modules {
+            PeftTargets::One(s) if s == "all-linear" => TargetModules::AllLinear,
+            _ if listed.len() == TargetModule::ALL.len() => TargetModules::AllLinear,
+            _ => TargetModules::List(listed),
         };
         LoraConfig {
             r: self.r,
             alpha: self.lora_alpha,
             dropout: self.lora_dropout,
-            target_modules: targets,
+            target_modules,
             rslora: self.use_rslora,
         }
     }
@@ -211,14 +214,10 @@ impl PeftConfig {
         Ok((r, alpha))
     }
 
-    /// The factor in front of B·A on `module`: alpha/r, or alpha/√r with rsLoRA.
+    /// The factor in front of B·A on `module` ([`crate::lora::scale`] of its r and alpha).
     pub fn module_scale(&self, module: &str) -> Result<f64> {
         let (r, alpha) = self.module_rank_alpha(module)?;
-        Ok(if self.use_rslora {
-            alpha / (r as f64).sqrt()
-        } else {
-            alpha / r as f64
-        })
+        Ok(crate::lora::scale(alpha, r, self.use_rslora))
     }
 
     /// Whether some layer has its own r or alpha (one adapter-wide alpha/r does not describe it).
@@ -404,8 +403,8 @@ mod tests {
     fn peft_021_config() -> serde_json::Value {
         let mut targets = Vec::new();
         for i in 0..2 {
-            for s in super::super::ALL_TARGETS {
-                targets.push(module_name(i, s));
+            for m in TargetModule::ALL {
+                targets.push(module_name(i, m.as_str()));
             }
         }
         serde_json::json!({
@@ -442,8 +441,8 @@ mod tests {
     fn peft_full_module_names_read_as_short_targets() {
         let c: PeftConfig = serde_json::from_value(peft_021_config()).unwrap();
         let l = c.lora_config();
-        assert_eq!(l.target_modules, super::super::ALL_TARGETS.to_vec());
-        l.validate().unwrap();
+        assert_eq!(l.target_modules.modules(), TargetModule::ALL.to_vec());
+        l.check().unwrap();
         assert!(c.has_patterns());
         assert_eq!(
             c.module_rank_alpha("model.layers.0.mlp.down_proj").unwrap(),

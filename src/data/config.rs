@@ -1,0 +1,259 @@
+//! [`DatasetConfig`]: what to train and evaluate on (a recipe's `dataset:` section, which
+//! deserializes straight into it), and [`DatasetConfig::read`], the one way training and
+//! evaluation get the training and held-out examples from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use super::example::{Example, FieldMap, Format};
+use crate::config::{ensure, null_default, ConfigError};
+use crate::error::{Error, Result};
+
+/// `dataset:` what to train and evaluate on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// jsonl or parquet files: one path, a list, or globs.
+    pub train: Paths,
+    /// Held-out files for eval loss; or use `eval_split`.
+    #[serde(default)]
+    pub eval: Option<Paths>,
+    /// Fraction of `train` held out for eval, chosen deterministically from `train.seed`.
+    #[serde(default)]
+    pub eval_split: Option<f64>,
+    #[serde(default)]
+    pub format: Format,
+    /// Column names, when they differ from the standard ones.
+    #[serde(default, deserialize_with = "null_default")]
+    pub fields: FieldMap,
+    /// Tokens per example after templating; longer ones are truncated.
+    #[serde(default = "d_max_seq_len")]
+    pub max_seq_len: usize,
+    /// Concatenate short examples into full `max_seq_len` rows.
+    #[serde(default)]
+    pub packing: bool,
+    /// Also train on prompt/user tokens (default: only on the answer).
+    #[serde(default)]
+    pub train_on_prompt: bool,
+}
+
+fn d_max_seq_len() -> usize {
+    512
+}
+
+/// The examples of a run: training rows and held-out rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+    /// Records the readers skipped (empty turns etc.), train and eval files together.
+    pub skipped: usize,
+}
+
+impl DatasetConfig {
+    /// A config over `train` with every other key at its default.
+    pub fn new(train: Paths) -> Self {
+        DatasetConfig {
+            train,
+            eval: None,
+            eval_split: None,
+            format: Format::default(),
+            fields: FieldMap::default(),
+            max_seq_len: d_max_seq_len(),
+            packing: false,
+            train_on_prompt: false,
+        }
+    }
+
+    /// Whether there is held-out data (`eval` files or `eval_split`).
+    pub fn has_eval(&self) -> bool {
+        self.eval.is_some() || self.eval_split.is_some()
+    }
+
+    /// Range and consistency checks (no file access).
+    pub fn check(&self) -> std::result::Result<(), ConfigError> {
+        if let Some(s) = self.eval_split {
+            ensure!(
+                s > 0.0 && s < 1.0,
+                "dataset.eval_split",
+                "dataset.eval_split must be in (0, 1) (got {s})"
+            );
+            ensure!(
+                self.eval.is_none(),
+                "dataset.eval_split",
+                "set dataset.eval or dataset.eval_split, not both"
+            );
+        }
+        ensure!(
+            self.max_seq_len >= 8,
+            "dataset.max_seq_len",
+            "dataset.max_seq_len must be >= 8 (got {})",
+            self.max_seq_len
+        );
+        Ok(())
+    }
+
+    /// Check that the named files exist (globs expanded).
+    pub fn check_paths(&self) -> Result<()> {
+        self.train.resolve("dataset.train")?;
+        if let Some(e) = &self.eval {
+            e.resolve("dataset.eval")?;
+        }
+        Ok(())
+    }
+
+    /// Read `train`, and the held-out examples: the `eval` files, or an `eval_split` of
+    /// `train` drawn with `seed` (the recipe's `train.seed`), or none.
+    pub fn read(&self, seed: u64) -> Result<Split> {
+        let read = |paths: &[PathBuf]| super::read_examples(paths, self.format, &self.fields);
+        let train = read(&self.train.resolve("dataset.train")?)?;
+        let mut skipped = train.skipped.len();
+        let (train, eval) = match (&self.eval, self.eval_split) {
+            (Some(p), _) => {
+                let e = read(&p.resolve("dataset.eval")?)?;
+                skipped += e.skipped.len();
+                (train.examples, e.examples)
+            }
+            (None, Some(frac)) => super::split_eval(train.examples, frac, seed),
+            (None, None) => (train.examples, Vec::new()),
+        };
+        Ok(Split {
+            train,
+            eval,
+            skipped,
+        })
+    }
+}
+
+/// One path, a list of paths, or glob patterns (`datasets/x/*.jsonl`), as written.
+/// Nothing touches the disk until [`Paths::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Paths(pub Vec<String>);
+
+impl Paths {
+    /// Expand globs and check that each entry names at least one existing file, in the
+    /// order written (glob matches sorted). `key` names the recipe key in errors.
+    pub fn resolve(&self, key: &str) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for pat in &self.0 {
+            if pat.contains(['*', '?', '[']) {
+                let matches = glob::glob(pat)
+                    .map_err(|e| key_error(key, &format!("bad glob `{pat}`: {e}")))?;
+                let mut found: Vec<PathBuf> = matches
+                    .filter_map(|m| m.ok())
+                    .filter(|p| p.is_file())
+                    .collect();
+                if found.is_empty() {
+                    return Err(key_error(
+                        key,
+                        &format!("no file matches `{pat}`{}", cwd_note()),
+                    ));
+                }
+                found.sort();
+                out.extend(found);
+            } else if Path::new(pat).exists() {
+                out.push(PathBuf::from(pat));
+            } else {
+                return Err(key_error(
+                    key,
+                    &format!("`{pat}` does not exist{}", cwd_note()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A recipe key whose value is wrong on disk: `dataset.train: no file matches ...`.
+pub(crate) fn key_error(key: &str, msg: &str) -> Error {
+    Error::Recipe {
+        msg: format!("{key}: {msg}"),
+    }
+}
+
+/// Relative paths are relative to where ft runs; say where that is.
+pub(crate) fn cwd_note() -> String {
+    match std::env::current_dir() {
+        Ok(d) => format!(" (relative to the current directory {})", d.display()),
+        Err(_) => String::new(),
+    }
+}
+
+impl Serialize for Paths {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => s.collect_seq(many),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Paths;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path, a glob pattern, or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Paths, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("empty path"));
+                }
+                Ok(Paths(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Paths, A::Error> {
+                let mut out = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    if p.trim().is_empty() {
+                        return Err(de::Error::custom("empty path in list"));
+                    }
+                    out.push(p);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom("empty list of paths"));
+                }
+                Ok(Paths(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_splits_by_seed_or_reads_eval_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = String::new();
+        for i in 0..10 {
+            lines.push_str(&format!("{{\"text\": \"row {i}\"}}\n"));
+        }
+        let train = dir.path().join("t.jsonl");
+        std::fs::write(&train, &lines).unwrap();
+        std::fs::write(dir.path().join("e.jsonl"), "{\"text\": \"held\"}\n").unwrap();
+        let mut c = DatasetConfig::new(Paths(vec![train.display().to_string()]));
+        c.format = Format::Text;
+        c.eval_split = Some(0.3);
+        let (a, b) = (c.read(7).unwrap(), c.read(7).unwrap());
+        assert_eq!(a, b, "same seed, same split");
+        assert_eq!((a.train.len(), a.eval.len()), (7, 3));
+        c.eval_split = None;
+        c.eval = Some(Paths(vec![dir
+            .path()
+            .join("e.jsonl")
+            .display()
+            .to_string()]));
+        let s = c.read(7).unwrap();
+        assert_eq!((s.train.len(), s.eval.len()), (10, 1));
+        c.eval_split = Some(0.5);
+        assert_eq!(c.check().unwrap_err().key, "dataset.eval_split");
+    }
+}
