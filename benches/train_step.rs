@@ -6,8 +6,9 @@
 //!   cargo bench --bench train_step            # FT_BENCH_STEPS=5 FT_THREADS=2 to change
 
 use candle_core::{Device, Tensor};
+use ft::data::encode::Batch;
 use ft::model::{load, LoadOptions};
-use ft::train::{attach_adapters, batch::Batch, batch_loss, checkpointed_grads, optim};
+use ft::train::{attach_adapters, batch_loss, checkpointed_grads, optim};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -5,13 +5,13 @@ mod common;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
+use ft::data::encode::{pad_batch, Encoded};
 use ft::model::Llama;
 use ft::testing::tiny_model;
-use ft::train::batch::{pad_batch, Encoded};
 use ft::train::{attach_adapters, batch_loss};
 use rand::{Rng, SeedableRng};
 
-fn setup(quant: Option<GgmlDType>) -> (Llama, Vec<(String, Var)>, ft::train::batch::Batch) {
+fn setup(quant: Option<GgmlDType>) -> (Llama, Vec<(String, Var)>, ft::data::encode::Batch) {
     let mut model = tiny_model(7, quant).unwrap();
     let cfg = ft::lora::LoraConfig {
         dropout: 0.0,
@@ -41,7 +41,7 @@ fn setup(quant: Option<GgmlDType>) -> (Llama, Vec<(String, Var)>, ft::train::bat
     (model, vars, batch)
 }
 
-fn loss(model: &Llama, b: &ft::train::batch::Batch) -> f64 {
+fn loss(model: &Llama, b: &ft::data::encode::Batch) -> f64 {
     batch_loss(model, b, 0).unwrap().to_scalar::<f32>().unwrap() as f64
 }
 

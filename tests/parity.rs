@@ -140,7 +140,7 @@ fn training_loss_matches_pytorch_peft_step0() {
             &loaded.model.device,
         )
         .unwrap();
-        let batch = ft::train::batch::Batch {
+        let batch = ft::data::encode::Batch {
             input: x.narrow(1, 0, t - 1).unwrap().contiguous().unwrap(),
             target: x.narrow(1, 1, t - 1).unwrap().contiguous().unwrap(),
             loss_mask: Tensor::ones((bs, t - 1), DType::F32, &loaded.model.device).unwrap(),

@@ -139,7 +139,7 @@ fn adapter_applies_at_inference_like_training_model() {
 
 #[test]
 fn packed_rows_give_each_example_its_own_loss() {
-    use ft::train::batch::{pack, packed_batch, pad_batch, Encoded};
+    use ft::data::encode::{pack, packed_batch, pad_batch, Encoded};
     let model = ft::testing::tiny_model(5, None).unwrap();
     let ctx = Ctx::infer(MatmulMode::Exact, None);
     let a = Encoded {
@@ -154,12 +154,12 @@ fn packed_rows_give_each_example_its_own_loss() {
     assert_eq!(rows.len(), 1);
     let packed = packed_batch(&[rows[0].as_slice()], 0, &Device::Cpu).unwrap();
     let sep = pad_batch(&[&a, &b], 0, &Device::Cpu).unwrap();
-    let loss = |bt: &ft::train::batch::Batch| {
+    let loss = |bt: &ft::data::encode::Batch| {
         let h = model
             .forward_hidden(&bt.input, 0, None, bt.segments.as_ref(), &ctx)
             .unwrap();
         let (s, c) =
-            ft::train::loss::masked_nll_sum(&model, &h, &ctx, &bt.target, &bt.loss_mask).unwrap();
+            ft::model::loss::masked_nll_sum(&model, &h, &ctx, &bt.target, &bt.loss_mask).unwrap();
         (s.to_scalar::<f32>().unwrap() as f64, c)
     };
     let (ps, pc) = loss(&packed);

@@ -310,7 +310,7 @@ fn evaluate(
                 a.data_format,
                 &ft::data::FieldMap::default(),
             )?;
-            let enc = ft::train::batch::Encoder {
+            let enc = ft::data::encode::Encoder {
                 tokenizer: &loaded.tokenizer,
                 template: &template,
                 max_len: a.ctx,

@@ -1,9 +1,10 @@
 //! Datasets: [`DatasetConfig`] (a recipe's `dataset:` section) names the files; read
 //! `.jsonl` / `.json` / `.parquet` files into typed [`Example`]s with [`read_examples`], split
-//! off an eval set with [`split_eval`]. Rendering with the chat template, tokenizing, loss
-//! masks and batching build on these types.
+//! off an eval set with [`split_eval`]; render with the chat template, tokenize, mask and batch
+//! them in [`encode`].
 
 mod config;
+pub mod encode;
 mod example;
 pub mod parquet;
 mod read;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod linear;
 pub mod llama;
 pub mod load;
+pub mod loss;
 pub mod names;
 pub mod ops;
 pub mod peft;

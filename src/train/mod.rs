@@ -3,18 +3,16 @@
 //! prepare data -> attach adapters -> (resume) -> for each step: accumulate gradients over
 //! micro-batches, clip, step, log, eval, checkpoint -> save the adapter.
 
-pub mod batch;
 pub mod checkpoint;
-pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod tensorboard;
 
+use crate::data::encode::{self, Batch, EncodeStats, Encoded, Encoder};
 use crate::error::{Error, Result};
 use crate::lora::{Lora, LoraConfig};
 use crate::model::{peft, Ctx, Llama, Loaded};
 use crate::recipe::Recipe;
-use batch::{Batch, EncodeStats, Encoded, Encoder};
 use candle_core::{Device, Var};
 use optim::AdamW;
 use rand::seq::SliceRandom;
@@ -75,12 +73,7 @@ impl Prepared {
 /// Read, split, tokenize and (optionally) pack the recipe's data.
 pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
     let template = r.template(loaded)?;
-    let enc = Encoder {
-        tokenizer: &loaded.tokenizer,
-        template: &template,
-        max_len: r.dataset.max_seq_len,
-        train_on_prompt: r.dataset.train_on_prompt,
-    };
+    let enc = Encoder::for_dataset(&loaded.tokenizer, &template, &r.dataset);
     let split = r.dataset.read(r.train.seed)?;
     let (train, train_stats) = enc.encode_all(&split.train)?;
     let (eval, eval_stats) = enc.encode_all(&split.eval)?;
@@ -92,7 +85,7 @@ pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
     let packed = r
         .dataset
         .packing
-        .then(|| batch::pack(&train, r.dataset.max_seq_len));
+        .then(|| encode::pack(&train, r.dataset.max_seq_len));
     Ok(Prepared {
         train,
         eval,
@@ -166,9 +159,9 @@ pub fn eval_loss_with(
     let (mut sum, mut count) = (0f64, 0f64);
     for chunk in rows.chunks(batch_size.max(1)) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
-        let b = batch::pad_batch(&refs, pad, &model.device)?;
+        let b = encode::pad_batch(&refs, pad, &model.device)?;
         let h = model.forward_hidden(&b.input, 0, None, None, &ctx)?;
-        let (s, c) = loss::masked_nll_sum(model, &h, &ctx, &b.target, &b.loss_mask)?;
+        let (s, c) = crate::model::loss::masked_nll_sum(model, &h, &ctx, &b.target, &b.loss_mask)?;
         sum += s.to_scalar::<f32>()? as f64;
         count += c;
     }
@@ -179,7 +172,7 @@ pub fn eval_loss_with(
 pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<candle_core::Tensor> {
     let ctx = Ctx::train(seed);
     let h = model.forward_hidden(&b.input, 0, None, b.segments.as_ref(), &ctx)?;
-    loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)
+    crate::model::loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)
 }
 
 /// Loss and adapter gradients of one micro-batch with gradient checkpointing: the forward keeps
@@ -202,7 +195,7 @@ pub fn checkpointed_grads(
     }
     let top = Var::from_tensor(&inputs[model.blocks.len()])?;
     let h = model.final_norm(top.as_tensor(), &ctx)?;
-    let loss = loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)?;
+    let loss = crate::model::loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)?;
     let loss_val = loss.to_scalar::<f32>()? as f64;
     let mut grad = loss
         .backward()?
@@ -262,11 +255,11 @@ fn micro_batch(
     match &p.packed {
         Some(groups) => {
             let g: Vec<&[Encoded]> = idx.iter().map(|&i| groups[i].as_slice()).collect();
-            batch::packed_batch(&g, pad, device)
+            encode::packed_batch(&g, pad, device)
         }
         None => {
             let e: Vec<&Encoded> = idx.iter().map(|&i| &p.train[i]).collect();
-            batch::pad_batch(&e, pad, device)
+            encode::pad_batch(&e, pad, device)
         }
     }
 }

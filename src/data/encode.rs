@@ -1,4 +1,5 @@
-//! Examples -> token ids + loss mask -> padded or packed batches.
+//! Examples -> token ids + loss mask -> padded or packed batches: what training and held-out
+//! evaluation feed the model.
 //!
 //! Chat examples are rendered with the model's chat template one turn at a time: the text the
 //! template adds for an assistant turn (its content and end-of-turn marker) is trained on, the
@@ -8,7 +9,7 @@
 //! so examples never attend to each other; RoPE is relative, so the position offset of a packed
 //! example does not change its attention.
 
-use crate::data::Example;
+use super::{DatasetConfig, Example};
 use crate::error::{Error, Result};
 use crate::tokenizer::{ChatTemplate, Message, Tokenizer};
 use candle_core::{Device, Tensor};
@@ -49,7 +50,21 @@ pub struct EncodeStats {
     pub target_tokens: usize,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
+    /// The encoder a dataset config asks for: its `max_seq_len` and `train_on_prompt`.
+    pub fn for_dataset(
+        tokenizer: &'a Tokenizer,
+        template: &'a ChatTemplate,
+        data: &DatasetConfig,
+    ) -> Self {
+        Encoder {
+            tokenizer,
+            template,
+            max_len: data.max_seq_len,
+            train_on_prompt: data.train_on_prompt,
+        }
+    }
+
     pub fn encode(&self, ex: &Example) -> Result<Encoded> {
         match ex {
             Example::Chat { messages } => self.encode_chat(messages),
