@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::null_default;
 use crate::error::Result;
+use crate::eval::{EvalPlan, EvalSettings, TrainedRun};
 use crate::model::{LoadOptions, Loaded};
 use crate::tokenizer::ChatTemplate;
 use values::toggle_path;
@@ -89,6 +90,27 @@ impl Recipe {
             loaded.template.as_ref(),
             &loaded.tokenizer,
         )
+    }
+
+    /// The run this recipe trains, as evaluation needs it: [`Recipe::load_options`],
+    /// `model.chat_template`, the dataset, `train.seed` (the held-out split's), the batch size
+    /// and the adapter folder (`train.output_dir`).
+    pub fn trained_run(&self) -> Result<TrainedRun> {
+        Ok(TrainedRun {
+            base: self.model.path.clone(),
+            load: self.load_options()?,
+            template: self.model.chat_template.clone(),
+            data: self.dataset.clone(),
+            seed: self.train.seed,
+            batch_size: self.train.batch_size,
+            adapter: self.train.output_dir.clone(),
+        })
+    }
+
+    /// What `ft eval RECIPE` runs: the `eval:` section and the held-out loss, on the base and
+    /// on the trained adapter, with the model loaded exactly as training loaded it.
+    pub fn eval_plan(&self, settings: &EvalSettings) -> Result<EvalPlan> {
+        EvalPlan::for_run(&self.trained_run()?, &self.eval, settings)
     }
 }
 

@@ -36,12 +36,7 @@ fn setup(dir: &Path, extra: &str) -> Recipe {
 }
 
 fn run(r: &Recipe, resume: bool, stop_after: Option<usize>) -> ft::train::Summary {
-    let opts = LoadOptions {
-        quantize: Some(candle_core::quantized::GgmlDType::Q8_0),
-        max_positions: Some(128),
-        ..Default::default()
-    };
-    let mut loaded = load(&r.model.path, &opts).unwrap();
+    let mut loaded = load(&r.model.path, &r.load_options().unwrap()).unwrap();
     let prepared = ft::train::prepare(r, &loaded).unwrap();
     // A "kill" after checkpoint n: the run stops there, with no final eval or save.
     ft::train::train(r, &mut loaded, &prepared, resume, |ev| {

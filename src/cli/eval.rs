@@ -1,18 +1,19 @@
-//! `ft eval`: MMLU (letter or cloze), perplexity and the held-out task metric, for one model or
-//! side by side (base vs adapter, `--compare`, or `ft eval RECIPE`).
+//! `ft eval`: MMLU (letter or cloze), perplexity, held-out loss and the task metric, for one
+//! model or side by side (base vs adapter, `--compare`, or `ft eval RECIPE`). The plan comes
+//! from `Recipe::eval_plan` (the model exactly as `ft train` trained it) or from the flags
+//! (`EvalPlan::for_model`); this file draws progress and prints the results.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ft::eval::mmlu::{self, MmluOptions, Style};
-use ft::eval::perplexity::{perplexity, Perplexity};
-use ft::eval::report::{side_by_side, MmluReport};
-use ft::eval::scorer::ModelScorer;
-use ft::eval::task::{self, TaskReport};
-use ft::model::{Ctx, LoadOptions, Loaded};
+use ft::device::DeviceSpec;
+use ft::eval::mmlu::Style;
+use ft::eval::plan::{EvalEvent, Results};
+use ft::eval::report::side_by_side;
+use ft::eval::{EvalPlan, EvalSettings};
+use ft::model::LoadOptions;
 use ft::quant::MatmulMode;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -78,28 +79,13 @@ pub struct EvalArgs {
     /// Use the fast quantized kernels (8-bit activations) instead of exact f32 math.
     #[arg(long)]
     pub fast: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: ft::device::DeviceSpec,
+    /// Compute device: cpu, cuda, cuda:N or auto (default: the recipe's model.device, else cpu).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
-/// Everything measured for one column.
-#[derive(Default, Serialize)]
-struct Results {
-    label: String,
-    mmlu: Option<MmluReport>,
-    perplexity: Option<Perplexity>,
-    dataset_loss: Option<f64>,
-    task: Option<TaskReport>,
-}
-
-struct Plan {
-    mmlu: Option<(PathBuf, String, usize, Option<usize>)>,
-    perplexity: Option<PathBuf>,
-    task: Option<(PathBuf, usize)>,
-}
-
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(len as u64);
+fn bar(what: &str) -> ProgressBar {
+    let b = ProgressBar::new(0);
     b.set_style(
         ProgressStyle::with_template(
             "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
@@ -118,252 +104,91 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .style
         .parse()
         .map_err(|e: ft::Error| anyhow::anyhow!("--style: {e}"))?;
-    // What to run, and on which (model, adapter) columns.
-    let (model, adapters, labels, plan) = match &a.recipe {
+    let settings = EvalSettings {
+        style,
+        pool: a.shot_pool,
+        chat: a.chat,
+        reuse_prefix: !a.no_prefix_cache,
+        ctx: a.ctx,
+        stride: a.stride,
+        mode: if a.fast {
+            MatmulMode::Fast
+        } else {
+            MatmulMode::Exact
+        },
+    };
+    let plan = match &a.recipe {
         Some(rp) => {
             let r = ft::recipe::Recipe::load(rp, &[])?;
-            let out = &r.train.output_dir;
-            if !out.join(ft::model::peft::CONFIG_FILE).exists() {
-                bail!(
-                    "{}: no trained adapter in train.output_dir `{}`; run `ft train {}` first",
-                    rp.display(),
-                    out.display(),
-                    rp.display()
-                );
+            let mut plan = r
+                .eval_plan(&settings)
+                .with_context(|| rp.display().to_string())?;
+            if let Some(d) = a.device {
+                plan.load.device = d.resolve()?;
             }
-            let plan = Plan {
-                mmlu: r
-                    .eval
-                    .mmlu
-                    .as_ref()
-                    .map(|m| (m.path.clone(), m.subjects.join(","), m.shots, m.limit)),
-                perplexity: r.eval.perplexity.clone().or_else(|| {
-                    r.dataset
-                        .eval
-                        .as_ref()
-                        .and_then(|p| p.0.first().map(PathBuf::from))
-                }),
-                task: r
-                    .eval
-                    .task
-                    .as_ref()
-                    .map(|t| (t.path.clone(), t.max_new_tokens)),
-            };
-            (
-                r.model.path.clone(),
-                vec![out.clone()],
-                vec!["base".to_string(), "tuned".to_string()],
-                plan,
-            )
+            plan
         }
         None => {
-            let Some(m) = a.model.clone() else {
+            let Some(m) = &a.model else {
                 bail!("give a recipe, or -m MODEL with --mmlu, --perplexity or --task");
             };
-            let plan = Plan {
-                mmlu: a
-                    .mmlu
-                    .clone()
-                    .map(|p| (p, a.subjects.clone(), a.shots, a.limit)),
-                perplexity: a.perplexity.clone(),
-                task: a.task.clone().map(|p| (p, a.max_new_tokens)),
+            let load = LoadOptions {
+                device: a.device.unwrap_or_default().resolve()?,
+                ..Default::default()
             };
-            let mut adapters: Vec<PathBuf> = a.adapter.iter().cloned().collect();
-            let mut labels = vec![if a.adapter.is_some() {
-                "adapter"
-            } else {
-                "model"
+            let mut plan = EvalPlan::for_model(
+                m,
+                load,
+                a.adapter.as_deref(),
+                a.compare.as_deref(),
+                &settings,
+            );
+            if let Some(p) = &a.mmlu {
+                plan = plan.with_mmlu(p, &a.subjects, a.shots, a.limit, &settings);
             }
-            .to_string()];
-            if let Some(c) = &a.compare {
-                if c.join(ft::model::peft::CONFIG_FILE).exists() {
-                    adapters.push(c.clone());
-                    labels.push("compare".into());
-                }
+            if let Some(p) = &a.perplexity {
+                plan = plan.with_file(p, a.data_format, &settings);
             }
-            (m, adapters, labels, plan)
+            if let Some(p) = &a.task {
+                plan = plan.with_task(p, a.max_new_tokens);
+            }
+            plan
         }
     };
-    if plan.mmlu.is_none() && plan.perplexity.is_none() && plan.task.is_none() {
+    if plan.is_empty() {
         bail!("nothing to evaluate: give --mmlu, --perplexity or --task (or a recipe with an eval: section)");
     }
-    let mode = if a.fast {
-        MatmulMode::Fast
-    } else {
-        MatmulMode::Exact
-    };
-    let opts = LoadOptions {
-        device: a.device.resolve()?,
-        max_positions: Some(a.ctx.max(4096)),
-        adapters: adapters.clone(),
-        ..Default::default()
-    };
-    let loaded = ft::model::load(&model, &opts).with_context(|| format!("{}", model.display()))?;
-    // Columns: (label, loaded model, adapter slot).
-    let mut columns: Vec<(String, Option<usize>)> = Vec::new();
-    match (&a.recipe, a.adapter.is_some()) {
-        (Some(_), _) => {
-            columns.push(("base".into(), None));
-            columns.push(("tuned".into(), Some(0)));
-        }
-        (None, has) => {
-            columns.push((labels[0].clone(), has.then_some(0)));
-            if labels.len() > 1 {
-                columns.push(("compare".into(), Some(adapters.len() - 1)));
-            }
-        }
-    }
-    let mut results: Vec<Results> = Vec::new();
-    for (label, slot) in &columns {
-        results.push(evaluate(
-            &a,
-            &loaded,
-            &model,
-            Ctx::infer(mode, *slot),
+    let mut current: Option<(String, ProgressBar)> = None;
+    let results = plan.run(&mut |ev| match ev {
+        EvalEvent::Progress {
             label,
-            &plan,
-            style,
-        )?);
-    }
-    // --compare with another model (not an adapter): load it and run the same plan.
-    if let (None, Some(c)) = (&a.recipe, &a.compare) {
-        if !c.join(ft::model::peft::CONFIG_FILE).exists() {
-            let other = ft::model::load(
-                c,
-                &LoadOptions {
-                    adapters: vec![],
-                    ..opts.clone()
-                },
-            )
-            .with_context(|| format!("--compare {}", c.display()))?;
-            results.push(evaluate(
-                &a,
-                &other,
-                c,
-                Ctx::infer(mode, None),
-                "compare",
-                &plan,
-                style,
-            )?);
-        }
-    }
-    print(&a, &results)
-}
-
-fn evaluate(
-    a: &EvalArgs,
-    loaded: &Loaded,
-    path: &Path,
-    ctx: Ctx,
-    label: &str,
-    plan: &Plan,
-    style: Style,
-) -> Result<Results> {
-    let mut r = Results {
-        label: label.to_string(),
-        ..Default::default()
-    };
-    let template = super::run::template(loaded, None)?;
-    if let Some((data, subjects, shots, limit)) = &plan.mmlu {
-        let ds = mmlu::load(data)?;
-        if !ds.skipped.is_empty() {
-            eprintln!(
-                "ft eval: skipped {} malformed MMLU rows ({})",
-                ds.skipped.len(),
-                ds.skipped
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        }
-        let names = mmlu::select(&ds, subjects)?;
-        let o = MmluOptions {
-            shots: *shots,
-            limit: *limit,
-            style,
-            pool: a.shot_pool,
-            chat: a.chat,
-        };
-        let mut scorer = ModelScorer::new(
-            &loaded.model,
-            &loaded.tokenizer,
-            ctx,
-            a.chat.then(|| template.clone()),
-        );
-        scorer.reuse_prefix = !a.no_prefix_cache;
-        let b = bar(0, &format!("{label}: MMLU"));
-        let mut rep = mmlu::run(&ds, &names, &o, &mut scorer, |done, total| {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        })?;
-        b.finish_and_clear();
-        rep.set_model(path)?;
-        eprintln!("ft eval [{label}]: {}", rep.summary_line());
-        r.mmlu = Some(rep);
-    }
-    if let Some(p) = &plan.perplexity {
-        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if matches!(ext, "jsonl" | "json" | "parquet") {
-            let read = ft::data::read_examples(
-                std::slice::from_ref(p),
-                a.data_format,
-                &ft::data::FieldMap::default(),
-            )?;
-            let enc = ft::data::encode::Encoder {
-                tokenizer: &loaded.tokenizer,
-                template: &template,
-                max_len: a.ctx,
-                train_on_prompt: false,
-            };
-            let (rows, _) = enc.encode_all(&read.examples)?;
-            let model = &loaded.model;
-            let loss =
-                ft::train::eval_loss_with(model, &rows, 4, loaded.tokenizer.eos.unwrap_or(0), ctx)?;
-            r.dataset_loss = loss;
-            if let Some(l) = loss {
-                eprintln!(
-                    "ft eval [{label}]: {} examples, masked loss {l:.4} (perplexity {:.3})",
-                    rows.len(),
-                    l.exp()
-                );
+            what,
+            done,
+            total,
+        } => {
+            let key = format!("{label}: {what}");
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                if let Some((_, b)) = current.take() {
+                    b.finish_and_clear();
+                }
+                current = Some((key.clone(), bar(&key)));
             }
-        } else {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            let ids = loaded.tokenizer.encode_prompt(&text, false)?;
-            let b = bar(0, &format!("{label}: perplexity"));
-            let ppl = perplexity(&loaded.model, &ctx, &ids, a.ctx, a.stride, |d, t| {
-                b.set_length(t as u64);
-                b.set_position(d as u64);
-            })?;
-            b.finish_and_clear();
-            eprintln!(
-                "ft eval [{label}]: perplexity {:.4} ± {:.4} over {} tokens ({} chunks of {}, {})",
-                ppl.ppl, ppl.ppl_stderr, ppl.scored_tokens, ppl.chunks, ppl.ctx, ppl.method
-            );
-            r.perplexity = Some(ppl);
+            if let Some((_, b)) = &current {
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+            }
         }
-    }
-    if let Some((p, max_new)) = &plan.task {
-        let items = task::load(p)?;
-        let b = bar(items.len(), &format!("{label}: task"));
-        let rep = task::run(
-            &loaded.model,
-            &loaded.tokenizer,
-            &template,
-            ctx,
-            &items,
-            *max_new,
-            |d, _| b.set_position(d as u64),
-        )?;
+        EvalEvent::Note(line) => {
+            if let Some((_, b)) = current.take() {
+                b.finish_and_clear();
+            }
+            eprintln!("{line}");
+        }
+    });
+    if let Some((_, b)) = current.take() {
         b.finish_and_clear();
-        eprintln!(
-            "ft eval [{label}]: fact-match {:.3} ({} questions), fact recall {:.3}",
-            rep.fact_match_rate, rep.questions, rep.fact_recall
-        );
-        r.task = Some(rep);
     }
-    Ok(r)
+    print(&a, &results?)
 }
 
 fn print(a: &EvalArgs, results: &[Results]) -> Result<()> {

@@ -4,6 +4,7 @@
 //! micro-batches, clip, step, log, eval, checkpoint -> save the adapter.
 
 pub mod checkpoint;
+pub mod memory;
 pub mod optim;
 pub mod schedule;
 pub mod tensorboard;
@@ -134,7 +135,8 @@ pub enum Event<'a> {
     },
 }
 
-/// Mean masked loss over `rows` without gradients, with the training adapter (slot 0).
+/// Mean masked loss over `rows` without gradients, with the training adapter (slot 0): the
+/// held-out loss `ft eval` computes for the tuned column.
 pub fn eval_loss(
     model: &Llama,
     rows: &[Encoded],
@@ -142,30 +144,7 @@ pub fn eval_loss(
     pad: u32,
 ) -> Result<Option<f64>> {
     let ctx = Ctx::infer(crate::quant::MatmulMode::Exact, Some(0));
-    eval_loss_with(model, rows, batch_size, pad, ctx)
-}
-
-/// Mean masked loss over `rows` under `ctx` (any adapter slot or none).
-pub fn eval_loss_with(
-    model: &Llama,
-    rows: &[Encoded],
-    batch_size: usize,
-    pad: u32,
-    ctx: Ctx,
-) -> Result<Option<f64>> {
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let (mut sum, mut count) = (0f64, 0f64);
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let refs: Vec<&Encoded> = chunk.iter().collect();
-        let b = encode::pad_batch(&refs, pad, &model.device)?;
-        let h = model.forward_hidden(&b.input, 0, None, None, &ctx)?;
-        let (s, c) = crate::model::loss::masked_nll_sum(model, &h, &ctx, &b.target, &b.loss_mask)?;
-        sum += s.to_scalar::<f32>()? as f64;
-        count += c;
-    }
-    Ok((count > 0.0).then(|| sum / count))
+    crate::eval::loss::dataset_loss(model, rows, batch_size, pad, ctx)
 }
 
 /// Loss of one micro-batch with the graph attached (training mode).
