@@ -289,6 +289,19 @@ pub fn quantize_bytes(t: &Tensor, dtype: GgmlDType) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The writer quantizes through `quant::quantize` (on the merged-Q4_1 data whose rounding
+    /// broke exports before).
+    #[test]
+    fn writer_path_is_quants() {
+        let (rows, ncols) = (96, 576);
+        let (_, merged) = crate::quant::quantize::tests::merged_q4_1(rows, ncols, 1);
+        let t = Tensor::from_slice(&merged, (rows, ncols), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q5_1, GgmlDType::Q4_1] {
+            let want = crate::quant::quantize::quantize_values(&merged, ncols, dtype).unwrap();
+            assert_eq!(quantize_bytes(&t, dtype).unwrap(), want, "{dtype:?}");
+        }
+    }
+
     #[test]
     fn parallel_quantization_matches_whole_tensor() {
         let v: Vec<f32> = (0..300 * 256)

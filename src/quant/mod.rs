@@ -123,7 +123,7 @@ pub enum MatmulMode {
 }
 
 /// `x @ w^T` for x (.., in) and a frozen w (out, in), without gradients (inference, eval).
-/// Training goes through [`crate::lora::fused::linear_train`], which attaches them.
+/// Training goes through `lora::fused::linear_train`, which attaches them.
 pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight, mode: MatmulMode) -> Result<Tensor> {
     match (w, mode) {
         (FrozenWeight::Quantized(q), MatmulMode::Fast) => {
