@@ -3,7 +3,7 @@
 use super::common::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ft::serve::engine::{Engine, EngineConfig};
+use ft::serve::runner::{Runner, RunnerConfig};
 use ft::serve::ServeConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,10 +83,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "ft".into());
     let base_name = a.name.clone().unwrap_or(stem);
-    let engine = Engine::start(
+    let runner = Runner::start(
         loaded,
         template,
-        EngineConfig {
+        RunnerConfig {
             parallel: a.parallel.max(1),
             queue: a.queue,
             mode: margs.mode(),
@@ -114,6 +114,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(ft::serve::serve(cfg, Arc::new(engine)))?;
+    rt.block_on(ft::serve::serve(cfg, Arc::new(runner)))?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::runner::{Prompt, ServeError};
+use super::backend::{Prompt, ServeError};
 use crate::tokenizer::Message;
 
 /// `stop`: a string or a list of strings.

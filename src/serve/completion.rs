@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::api::Job;
+use super::backend::{CancelToken, FinishReason, GenEvent, GenRequest, ServeError};
 use super::http::{error_object, ApiError, AppState};
 use super::response::{Choice, CompletionObject, Delta, Usage};
-use super::runner::{CancelToken, FinishReason, GenEvent, GenRequest, ServeError};
 
 /// Events beyond one per token: `Started`, a flush of held-back stop text, `Done`, one spare.
 const EVENT_SLACK: usize = 4;

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::api::{ChatCompletionRequest, CompletionRequest};
+use super::backend::{Backend, ServeError};
 use super::completion::{generate, Endpoint};
 use super::response::{ModelList, ModelObject};
-use super::runner::{Backend, ServeError};
 use super::ServeConfig;
 
 const PAGE: &str = include_str!("page.html");

@@ -6,20 +6,20 @@
 //! channel. Nothing in this module touches a tensor, so it is tested with a fake backend.
 
 pub mod api;
+mod backend;
 mod completion;
-pub mod engine;
 mod http;
 pub mod response;
-mod runner;
+pub mod runner;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use http::router;
-pub use runner::{
+pub use backend::{
     Backend, CancelToken, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError,
 };
+pub use http::router;
 
 /// Server settings; the CLI fills these from flags.
 #[derive(Debug, Clone)]

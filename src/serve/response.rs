@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::runner::ModelCard;
+use super::backend::ModelCard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {

@@ -1,232 +1,265 @@
-//! The seam between the HTTP layer and the model: handlers build a [`GenRequest`] and hand it
-//! to a [`Backend`]; whatever owns the model (a runner thread, or a fake in tests) answers on
-//! the request's `events` channel with `Started`, any number of `Token`s, then `Done` or `Error`.
-//! Nothing here knows about tensors or about HTTP.
+//! The runner that owns the model: one OS thread, a bounded queue, and up to `parallel`
+//! sequences decoded in fair round-robin (one token each per turn), each with its own KV cache
+//! and adapter slot. Adapters are applied per request without merging, so one base in memory
+//! serves several fine-tunes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use super::backend::{Backend, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError};
+use crate::generate::{Sampler, SamplingParams, Session, StopMatcher, TextStream};
+use crate::model::{Ctx, Loaded};
+use crate::quant::MatmulMode;
+use crate::tokenizer::ChatTemplate;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Instant;
 
-use tokio::sync::mpsc;
-
-use crate::tokenizer::Message;
-
-/// What to continue: a chat (rendered by the model's chat template) or raw text.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Prompt {
-    Chat(Vec<Message>),
-    Text(String),
+pub struct RunnerConfig {
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Requests waiting beyond the active ones before the server answers 503.
+    pub queue: usize,
+    pub mode: MatmulMode,
+    /// Name of the base model in /v1/models.
+    pub base_name: String,
+    /// Adapter names, in slot order (slot i = adapters[i]).
+    pub adapters: Vec<String>,
 }
 
-/// One generation job. `max_tokens` is already validated (`1..=context_len`); the runner also
-/// stops at the end of the context window and reports `FinishReason::Length` there.
-#[derive(Debug)]
-pub struct GenRequest {
-    /// A base model id or an adapter id, exactly as listed by [`Backend::models`].
-    pub model: String,
-    pub prompt: Prompt,
-    pub max_tokens: usize,
-    /// 0.0 means greedy.
-    pub temperature: f64,
-    /// Nucleus mass in (0, 1]; 1.0 disables it.
-    pub top_p: f64,
-    pub seed: Option<u64>,
-    /// Stop strings (never empty); `crate::generate::StopMatcher` applies them. The matched text
-    /// is not sent.
-    pub stop: Vec<String>,
-    /// Has room for `max_tokens + 4` events (`Started`, one `Token` per generated token, a final
-    /// flush, `Done`), so a runner can `try_send` and never block; a send fails only when the
-    /// client has gone.
-    pub events: mpsc::Sender<GenEvent>,
-    pub cancel: CancelToken,
+pub struct Runner {
+    tx: SyncSender<GenRequest>,
+    cards: Vec<ModelCard>,
+    context: usize,
 }
 
-/// What a runner reports, in this order: `Started`, `Token`*, then `Done` or `Error`.
-/// An `Error` before `Started` becomes an HTTP error status; after it, an error event in the
-/// stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GenEvent {
-    /// The prompt was tokenized and admitted (it fits the context).
-    Started {
-        prompt_tokens: usize,
-    },
-    /// A text delta: complete UTF-8, stop strings already removed.
-    Token(String),
-    Done {
-        finish_reason: FinishReason,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-    },
-    Error(ServeError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// End-of-turn/EOS token or a stop string.
-    Stop,
-    /// `max_tokens` reached, or the context window is full.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
+impl Runner {
+    /// Start the runner thread; `loaded` must already hold the adapters in slots 0..n.
+    pub fn start(loaded: Loaded, template: ChatTemplate, cfg: RunnerConfig) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut cards = vec![ModelCard {
+            id: cfg.base_name.clone(),
+            owned_by: "ft".into(),
+            created,
+            parent: None,
+        }];
+        for a in &cfg.adapters {
+            cards.push(ModelCard {
+                id: a.clone(),
+                owned_by: "ft".into(),
+                created,
+                parent: Some(cfg.base_name.clone()),
+            });
         }
+        let context = loaded.model.max_positions();
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let names = cards.iter().map(|c| c.id.clone()).collect();
+        std::thread::Builder::new()
+            .name("ft-runner".into())
+            .spawn(move || run_loop(loaded, template, cfg, names, rx))
+            .expect("spawning the runner thread");
+        Runner { tx, cards, context }
     }
 }
 
-/// Set by the HTTP layer when the client disconnects (or the server shuts down); the runner
-/// checks it between tokens and drops the sequence.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
+impl Backend for Runner {
+    fn models(&self) -> Vec<ModelCard> {
+        self.cards.clone()
     }
 
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+    fn context_len(&self) -> usize {
+        self.context
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// One entry of `GET /v1/models`: the base model, or an adapter on top of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelCard {
-    pub id: String,
-    pub owned_by: String,
-    /// Unix seconds (e.g. the file's mtime); 0 if unknown.
-    pub created: u64,
-    /// For an adapter: the id of the base model it applies to.
-    pub parent: Option<String>,
-}
-
-/// The model side of the server. Called from async handlers, so `submit` must not block:
-/// enqueue (e.g. `try_send` on a bounded channel) and return; a full queue is `ServeError::busy`.
-pub trait Backend: Send + Sync + 'static {
-    fn models(&self) -> Vec<ModelCard>;
-    /// Tokens of context (prompt + completion) the model supports.
-    fn context_len(&self) -> usize;
-    fn submit(&self, req: GenRequest) -> Result<(), ServeError>;
-}
-
-/// An error the client sees as OpenAI JSON: `{"error": {"message", "type", "param", "code"}}`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct ServeError {
-    /// HTTP status code.
-    pub status: u16,
-    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `server_error`.
-    pub kind: &'static str,
-    pub code: Option<&'static str>,
-    /// The request field at fault, e.g. `messages[0].content`.
-    pub param: Option<String>,
-    pub message: String,
-}
-
-impl ServeError {
-    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            code: None,
-            param: None,
-            message: message.into(),
+    fn submit(&self, req: GenRequest) -> Result<(), ServeError> {
+        if !self.cards.iter().any(|c| c.id == req.model) {
+            return Err(ServeError::model_not_found(&req.model));
         }
-    }
-
-    /// 400 about one request field.
-    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_request_error", message).with_param(param)
-    }
-
-    pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            404,
-            "invalid_request_error",
-            format!("The model `{model}` does not exist (see GET /v1/models)"),
-        )
-        .with_param("model")
-        .with_code("model_not_found")
-    }
-
-    /// For the runner: the tokenized prompt (plus at least one new token) does not fit.
-    pub fn context_length_exceeded(prompt_tokens: usize, context_len: usize) -> Self {
-        Self::new(
-            400,
-            "invalid_request_error",
-            format!(
-                "This model's maximum context length is {context_len} tokens, \
-                 but the prompt is {prompt_tokens} tokens; shorten the messages"
-            ),
-        )
-        .with_param("messages")
-        .with_code("context_length_exceeded")
-    }
-
-    /// The queue is full; clients (the openai package included) retry a 503.
-    pub fn busy() -> Self {
-        Self::new(
-            503,
-            "server_error",
-            "The server is busy with other requests; retry shortly",
-        )
-        .with_code("server_busy")
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "server_error", message)
-    }
-
-    pub fn with_param(mut self, param: &str) -> Self {
-        self.param = Some(param.to_string());
-        self
-    }
-
-    pub fn with_code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
-        self
-    }
-}
-
-/// Library errors from the runner: request-shaped ones are the client's fault (400), the rest 500.
-impl From<crate::Error> for ServeError {
-    fn from(e: crate::Error) -> Self {
-        match e {
-            crate::Error::Invalid(msg) => Self::new(400, "invalid_request_error", msg),
-            crate::Error::Template(_) | crate::Error::Tokenizer(_) => {
-                Self::new(400, "invalid_request_error", e.to_string())
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ServeError::busy()),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(ServeError::internal("the model runner has stopped"))
             }
-            other => Self::internal(other.to_string()),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+struct Active<'m> {
+    req: GenRequest,
+    session: Session<'m>,
+    sampler: Sampler,
+    stream: TextStream<'m>,
+    stops: StopMatcher,
+    prompt_tokens: usize,
+    generated: usize,
+    logits: Option<candle_core::Tensor>,
+    prefill_secs: f64,
+    /// When the prompt was in: decoding time is measured from here.
+    decoding_since: Instant,
+}
 
-    #[test]
-    fn cancel_token_is_shared_between_clones() {
-        let a = CancelToken::new();
-        let b = a.clone();
-        assert!(!b.is_cancelled());
-        a.cancel();
-        assert!(b.is_cancelled());
+fn run_loop(
+    loaded: Loaded,
+    template: ChatTemplate,
+    cfg: RunnerConfig,
+    names: Vec<String>,
+    rx: Receiver<GenRequest>,
+) {
+    let model = &loaded.model;
+    let tok = &loaded.tokenizer;
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        // Admit new work: block only when idle.
+        while active.len() < cfg.parallel.max(1) {
+            let req = if active.is_empty() {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return, // server gone
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            };
+            if let Some(a) = admit(req, model, tok, &template, &cfg, &names) {
+                active.push(a);
+            }
+        }
+        // One step for every active sequence, in turn.
+        active.retain_mut(|a| {
+            step(a, tok).unwrap_or_else(|e| {
+                let _ = a.req.events.try_send(GenEvent::Error(e));
+                false
+            })
+        });
     }
+}
 
-    #[test]
-    fn library_errors_map_to_status() {
-        assert_eq!(ServeError::from(crate::Error::invalid("bad")).status, 400);
-        let e = ServeError::from(crate::Error::Unsupported("x".into()));
-        assert_eq!((e.status, e.kind), (500, "server_error"));
-        let e = ServeError::context_length_exceeded(9000, 8192);
-        assert_eq!(e.code, Some("context_length_exceeded"));
-        assert!(e.message.contains("8192"));
+fn admit<'m>(
+    req: GenRequest,
+    model: &'m crate::model::Llama,
+    tok: &'m crate::tokenizer::Tokenizer,
+    template: &ChatTemplate,
+    cfg: &RunnerConfig,
+    names: &[String],
+) -> Option<Active<'m>> {
+    let fail = |req: &GenRequest, e: ServeError| {
+        let _ = req.events.try_send(GenEvent::Error(e));
+        None
+    };
+    if req.cancel.is_cancelled() {
+        return None;
     }
+    let slot = match names.iter().position(|n| *n == req.model) {
+        Some(0) => None,
+        Some(i) => Some(i - 1),
+        None => return fail(&req, ServeError::model_not_found(&req.model)),
+    };
+    let ids = match &req.prompt {
+        Prompt::Chat(m) => template
+            .render(m, true)
+            .and_then(|t| tok.encode_prompt(&t, true)),
+        Prompt::Text(t) => tok.encode_prompt(t, true),
+    };
+    let ids = match ids {
+        Ok(i) if !i.is_empty() => i,
+        Ok(_) => return fail(&req, ServeError::invalid("prompt", "the prompt is empty")),
+        Err(e) => return fail(&req, e.into()),
+    };
+    if ids.len() >= model.max_positions() {
+        return fail(
+            &req,
+            ServeError::context_length_exceeded(ids.len(), model.max_positions()),
+        );
+    }
+    let params = SamplingParams {
+        temperature: req.temperature,
+        top_k: None,
+        top_p: (req.top_p < 1.0).then_some(req.top_p),
+        seed: req.seed.unwrap_or(42),
+        repeat_penalty: 1.0,
+        repeat_last_n: 64,
+    };
+    let mut session = Session::new(model, Ctx::infer(cfg.mode, slot));
+    let t = Instant::now();
+    let logits = match session.feed_all(&ids) {
+        Ok(l) => l,
+        Err(e) => return fail(&req, e.into()),
+    };
+    if req
+        .events
+        .try_send(GenEvent::Started {
+            prompt_tokens: ids.len(),
+        })
+        .is_err()
+    {
+        return None;
+    }
+    Some(Active {
+        stops: StopMatcher::new(&req.stop),
+        req,
+        session,
+        sampler: Sampler::new(params),
+        stream: TextStream::new(tok),
+        prompt_tokens: ids.len(),
+        generated: 0,
+        logits: Some(logits),
+        prefill_secs: t.elapsed().as_secs_f64(),
+        decoding_since: Instant::now(),
+    })
+}
+
+/// Produce one token for `a`; false when the sequence is finished or abandoned.
+fn step(a: &mut Active, tok: &crate::tokenizer::Tokenizer) -> Result<bool, ServeError> {
+    if a.req.cancel.is_cancelled() {
+        return Ok(false);
+    }
+    let logits = match a.logits.take() {
+        Some(l) => l,
+        None => return Ok(false),
+    };
+    let next = a.sampler.sample(&logits, &a.session.tokens)?;
+    // Held-back text (a possible stop-string prefix) is sent unless a stop string matched.
+    let done = |a: &mut Active, reason: FinishReason, flush: bool| {
+        let rest = a.stops.flush();
+        if flush && !rest.is_empty() {
+            let _ = a.req.events.try_send(GenEvent::Token(rest));
+        }
+        let _ = a.req.events.try_send(GenEvent::Done {
+            finish_reason: reason,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.generated,
+        });
+        // Like `ft run`'s timings; with several requests running, decoding shares the model.
+        let secs = a.decoding_since.elapsed().as_secs_f64();
+        eprintln!(
+            "ft serve: {}: prompt {} tokens in {:.2}s, generated {} tokens in {:.2}s ({:.1} tok/s), {}",
+            a.req.model,
+            a.prompt_tokens,
+            a.prefill_secs,
+            a.generated,
+            secs,
+            a.generated as f64 / secs.max(1e-9),
+            reason.as_str()
+        );
+        Ok(false)
+    };
+    if tok.is_stop(next) {
+        return done(a, FinishReason::Stop, true);
+    }
+    a.generated += 1;
+    let (text, hit) = a.stops.push(&a.stream.push(next)?);
+    if !text.is_empty() && a.req.events.try_send(GenEvent::Token(text)).is_err() {
+        return Ok(false); // client gone
+    }
+    if hit {
+        return done(a, FinishReason::Stop, false);
+    }
+    if a.generated >= a.req.max_tokens || a.session.remaining() == 0 {
+        return done(a, FinishReason::Length, true);
+    }
+    a.logits = Some(a.session.feed(&[next])?);
+    Ok(true)
 }
