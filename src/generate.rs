@@ -357,6 +357,152 @@ pub fn generate(
     })
 }
 
+/// Generate for many prompts at once (task eval, replay data): prompts of similar length are
+/// grouped `batch` at a time, left-padded to one length and prefilled as one batch, then each
+/// step decodes one token for every unfinished row in one forward pass, so the weights are read
+/// once per step for the whole group. Pads are hidden from real tokens by segment ids, and RoPE
+/// scores depend only on relative positions, so a row's answer does not depend on its
+/// neighbours. Row `i` samples with seed `params.seed + i`. Stops at end-of-turn tokens only
+/// (no stop strings). `progress(done)` after each group.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_batch(
+    model: &Llama,
+    ctx: Ctx,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    max_new: usize,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Generated>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut results: Vec<Option<Generated>> = (0..prompts.len()).map(|_| None).collect();
+    let mut done = 0;
+    for group in order.chunks(batch.max(1)) {
+        let rows: Vec<&[u32]> = group.iter().map(|&i| prompts[i].as_slice()).collect();
+        let samplers = group
+            .iter()
+            .map(|&i| {
+                Sampler::new(SamplingParams {
+                    seed: params.seed.wrapping_add(i as u64),
+                    ..params.clone()
+                })
+            })
+            .collect();
+        let outs = decode_group(model, ctx, tok, &rows, samplers, max_new)?;
+        for (&i, g) in group.iter().zip(outs) {
+            results[i] = Some(g);
+        }
+        done += group.len();
+        progress(done);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// One left-padded group of [`generate_batch`].
+fn decode_group(
+    model: &Llama,
+    ctx: Ctx,
+    tok: &Tokenizer,
+    prompts: &[&[u32]],
+    mut samplers: Vec<Sampler>,
+    max_new: usize,
+) -> Result<Vec<Generated>> {
+    let n = prompts.len();
+    let len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::invalid("empty prompt"));
+    }
+    if len > model.max_positions() {
+        return Err(Error::invalid(format!(
+            "prompt of {len} tokens exceeds the context of {} tokens",
+            model.max_positions()
+        )));
+    }
+    let max_new = max_new.min(model.max_positions() - len);
+    let t0 = std::time::Instant::now();
+    // (n, len): pads (segment 0) on the left, the prompt (segment 1) on the right.
+    let mut ids = vec![0u32; n * len];
+    let mut seg = vec![0u32; n * len];
+    for (r, p) in prompts.iter().enumerate() {
+        let start = r * len + len - p.len();
+        ids[start..start + p.len()].copy_from_slice(p);
+        seg[start..start + p.len()].fill(1);
+    }
+    let dev = &model.device;
+    let mut cache = model.new_cache();
+    let input = Tensor::from_vec(ids, (n, len), dev)?;
+    let segments = Tensor::from_vec(seg.clone(), (n, len), dev)?;
+    let h = model.forward_hidden(&input, 0, Some(&mut cache), Some(&segments), &ctx)?;
+    let mut logits = model
+        .logits(&h.narrow(1, len - 1, 1)?.squeeze(1)?, &ctx)?
+        .to_device(&Device::Cpu)?;
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let mut history: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut finish = vec![Finish::Length; n];
+    // Original row of each row still in the batch tensors.
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut seg_rows: Vec<Vec<u32>> = seg.chunks(len.max(1)).map(|c| c.to_vec()).collect();
+    let mut pos = len;
+    while !active.is_empty() {
+        let mut keep = Vec::with_capacity(active.len());
+        let mut next_ids = Vec::with_capacity(active.len());
+        for (a, &r) in active.iter().enumerate() {
+            let next = samplers[r].sample(&logits.get(a)?, &history[r])?;
+            if tok.is_stop(next) {
+                finish[r] = Finish::Stop;
+                continue;
+            }
+            out[r].push(next);
+            history[r].push(next);
+            if out[r].len() < max_new {
+                keep.push(a);
+                next_ids.push(next);
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.select_rows(&keep)?;
+            active = keep.iter().map(|&a| active[a]).collect();
+        }
+        let k = active.len();
+        let mut seg_step = Vec::with_capacity(k * (pos + 1));
+        for &r in &active {
+            seg_rows[r].push(1);
+            seg_step.extend_from_slice(&seg_rows[r]);
+        }
+        let input = Tensor::from_vec(next_ids, (k, 1), dev)?;
+        let segments = Tensor::from_vec(seg_step, (k, pos + 1), dev)?;
+        let h = model.forward_hidden(&input, pos, Some(&mut cache), Some(&segments), &ctx)?;
+        logits = model
+            .logits(&h.squeeze(1)?, &ctx)?
+            .to_device(&Device::Cpu)?;
+        pos += 1;
+    }
+    let decode_secs = t1.elapsed().as_secs_f64();
+    out.into_iter()
+        .zip(finish)
+        .zip(prompts)
+        .map(|((tokens, finish), p)| {
+            // Like the streaming decoder, drop a multi-byte character cut off by the limit.
+            let text = tok.decode(&tokens, true)?;
+            Ok(Generated {
+                text: text.trim_end_matches('\u{FFFD}').to_string(),
+                prompt_tokens: p.len(),
+                tokens,
+                finish,
+                prefill_secs,
+                decode_secs,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +530,43 @@ mod tests {
             }
         }
         assert_eq!(out, text);
+    }
+
+    /// Batched generation gives every row the tokens it gets alone: left padding, the segment
+    /// mask, rows leaving the batch and the shared decode steps change nothing.
+    #[test]
+    fn batched_generation_equals_one_prompt_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("ft-genbatch-{}", std::process::id()));
+        crate::testing::tiny_hf_dir(&dir, 3).unwrap();
+        let tok = Tokenizer::from_hf_dir(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut model = crate::testing::tiny_model(3, None).unwrap();
+        // A quantized copy too: the fast kernels quantize activations per row.
+        let quant =
+            crate::testing::tiny_model(3, Some(candle_core::quantized::GgmlDType::Q8_0)).unwrap();
+        let prompts: Vec<Vec<u32>> = ["a", "hello there", "the quick brown fox jumps", "xy"]
+            .iter()
+            .map(|t| t.bytes().map(u32::from).collect())
+            .collect();
+        for (m, mode) in [
+            (&mut model, crate::quant::MatmulMode::Exact),
+            (&mut quant.clone(), crate::quant::MatmulMode::Fast),
+        ] {
+            let ctx = Ctx::infer(mode, None);
+            let greedy = SamplingParams::greedy();
+            // Different max_new per run so that rows leave the batch at different steps.
+            for max_new in [1, 9] {
+                let batched =
+                    generate_batch(m, ctx, &tok, &prompts, &greedy, max_new, 3, |_| {}).unwrap();
+                for (p, b) in prompts.iter().zip(&batched) {
+                    let mut s = Session::new(m, ctx);
+                    let alone = generate(&mut s, &tok, p, &greedy, max_new, &[], |_| true).unwrap();
+                    assert_eq!(b.tokens, alone.tokens, "{mode:?}, prompt {p:?}");
+                    assert_eq!(b.finish, alone.finish);
+                    assert_eq!(b.text, alone.text);
+                }
+            }
+        }
     }
 
     #[test]

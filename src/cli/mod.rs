@@ -1,6 +1,7 @@
 //! Subcommands. Each file turns flags into library calls and prints results; `anyhow` lives
 //! here and in `main.rs` only.
 
+pub mod augment;
 pub mod bench;
 pub mod common;
 pub mod dry_run;
@@ -51,6 +52,8 @@ pub enum Command {
     ExportAdapter(export_adapter::ExportAdapterArgs),
     /// Evaluate: MMLU, perplexity, the held-out task; base vs fine-tuned side by side.
     Eval(eval::EvalArgs),
+    /// Reworded copies of a dataset's questions (templates), as a new jsonl file.
+    Augment(augment::AugmentArgs),
     /// Prefill and decode throughput, llama-bench style.
     Bench(bench::BenchArgs),
     /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
@@ -64,6 +67,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Augment(a) => augment::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Quantize(a) => quantize::run(a),

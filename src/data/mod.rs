@@ -3,6 +3,7 @@
 //! off an eval set with [`split_eval`]; render with the chat template, tokenize, mask and batch
 //! them in [`encode`].
 
+pub mod augment;
 mod config;
 pub mod encode;
 mod example;

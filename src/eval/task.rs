@@ -4,7 +4,7 @@
 //! share of individual facts found. Matching is case-insensitive on whitespace-normalised text.
 
 use crate::error::{Error, Result};
-use crate::generate::{generate, SamplingParams, Session};
+use crate::generate::{generate_batch, SamplingParams};
 use crate::model::{Ctx, Llama};
 use crate::tokenizer::{ChatTemplate, Message, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,26 @@ pub fn facts_found(answer: &str, facts: &[String]) -> Vec<bool> {
     facts.iter().map(|f| a.contains(&normalise(f))).collect()
 }
 
+/// How the task questions are asked.
+#[derive(Clone, Debug)]
+pub struct TaskOptions {
+    pub max_new_tokens: usize,
+    /// A system prompt before each question (None: the template's default).
+    pub system: Option<String>,
+    /// Questions decoded together in one batch.
+    pub batch: usize,
+}
+
+impl TaskOptions {
+    pub fn new(max_new_tokens: usize) -> Self {
+        TaskOptions {
+            max_new_tokens,
+            system: None,
+            batch: 16,
+        }
+    }
+}
+
 pub fn run(
     model: &Llama,
     tok: &Tokenizer,
@@ -82,29 +102,59 @@ pub fn run(
     ctx: Ctx,
     items: &[TaskItem],
     max_new_tokens: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<TaskReport> {
+    run_with(
+        model,
+        tok,
+        template,
+        ctx,
+        items,
+        &TaskOptions::new(max_new_tokens),
+        progress,
+    )
+}
+
+/// Greedy answers to every question, decoded in batches ([`generate_batch`]), then scored.
+pub fn run_with(
+    model: &Llama,
+    tok: &Tokenizer,
+    template: &ChatTemplate,
+    ctx: Ctx,
+    items: &[TaskItem],
+    opts: &TaskOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TaskReport> {
-    let mut answers = Vec::with_capacity(items.len());
-    for (i, it) in items.iter().enumerate() {
-        let prompt = template.render(&[Message::new("user", it.question.clone())], true)?;
-        let ids = tok.encode_prompt(&prompt, true)?;
-        let mut s = Session::new(model, ctx);
-        let out = generate(
-            &mut s,
-            tok,
-            &ids,
-            &SamplingParams::greedy(),
-            max_new_tokens,
-            &[],
-            |_| true,
-        )?;
-        answers.push(TaskAnswer {
+    let prompts = items
+        .iter()
+        .map(|it| {
+            let mut msgs = Vec::new();
+            if let Some(sys) = &opts.system {
+                msgs.push(Message::new("system", sys.clone()));
+            }
+            msgs.push(Message::new("user", it.question.clone()));
+            tok.encode_prompt(&template.render(&msgs, true)?, true)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outs = generate_batch(
+        model,
+        ctx,
+        tok,
+        &prompts,
+        &SamplingParams::greedy(),
+        opts.max_new_tokens,
+        opts.batch,
+        |done| progress(done, items.len()),
+    )?;
+    let answers: Vec<TaskAnswer> = items
+        .iter()
+        .zip(outs)
+        .map(|(it, out)| TaskAnswer {
             question: it.question.clone(),
             facts_found: facts_found(&out.text, &it.facts),
             answer: out.text,
-        });
-        progress(i + 1, items.len());
-    }
+        })
+        .collect();
     let all = answers
         .iter()
         .filter(|a| a.facts_found.iter().all(|&f| f))

@@ -40,6 +40,24 @@ impl KvCache {
         Ok((k, v))
     }
 
+    /// Keep only the given batch rows, in that order (a batch whose finished rows leave).
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let Some(first) = self.layers.iter().flatten().next() else {
+            return Ok(());
+        };
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            first.0.device(),
+        )?;
+        for l in self.layers.iter_mut() {
+            if let Some((k, v)) = l.take() {
+                *l = Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?));
+            }
+        }
+        Ok(())
+    }
+
     /// Drop everything after the first `len` positions.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         for l in self.layers.iter_mut() {
