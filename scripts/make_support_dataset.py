@@ -1169,6 +1169,8 @@ EVAL_FOLLOW_UPS = [
 # Generation
 # =========================================================================================
 
+import argparse
+import difflib
 import json
 import random
 import re
@@ -1177,6 +1179,11 @@ from pathlib import Path
 
 SEED = 20240611
 OUT = Path(__file__).resolve().parent.parent / "datasets" / "support"
+# Extra phrasings per fact (30 training questions, 3 validation questions with their key strings,
+# 3 alternative answers that state every key verbatim), written from the answers and the topic
+# list alone by writers who never saw the held-out questions. Any that still come close to a
+# held-out question are dropped below (`too_close`), so the held-out set stays unseen.
+PHRASINGS = Path(__file__).resolve().parent / "support_phrasings.json"
 MAX_TOKENS = 200  # per conversation, ChatML-rendered, estimated conservatively below
 
 USER_PREFIXES = ["", "", "", "", "Hi! ", "Hello. ", "Hey there! ", "Quick question: ", "Hi Wren. "]
@@ -1243,12 +1250,62 @@ def turn(role, content):
     return {"role": role, "content": content}
 
 
-def build():
+STOP_WORDS = set(
+    "a an the i my me we our you your is are was be to of in on for and or it its this that do "
+    "does can could would what how when where which who why with at by from if so any there their "
+    "they have has just about much many still get".split()
+)
+
+
+def content_words(s):
+    return {w for w in re.findall(r"[a-z0-9]+", s.lower()) if w not in STOP_WORDS}
+
+
+def similarity(a, b):
+    """Near-paraphrase score: the larger of content-word Jaccard and difflib's character ratio."""
+    wa, wb = content_words(a), content_words(b)
+    jac = len(wa & wb) / max(1, len(wa | wb))
+    return max(jac, difflib.SequenceMatcher(None, loose(a), loose(b)).ratio() - 0.25)
+
+
+# A training or validation question this close to a held-out question is a near-paraphrase.
+# (The hand-written training phrasings top out at 0.43; extra phrasings must stay below 0.35.)
+NEAR = 0.45
+EXTRA_NEAR = 0.35
+
+
+def too_close(q, heldout_qs, limit):
+    return any(similarity(q, h) >= limit for h in heldout_qs)
+
+
+def load_extra(heldout_qs):
+    """Extra training questions, alternative answers and validation questions per fact id, minus
+    any that come close to a held-out question."""
+    extra = json.loads(PHRASINGS.read_text(encoding="utf-8"))
+    ids = {f["id"] for f in FACTS}
+    assert set(extra) == ids, f"phrasings for unknown/missing facts: {set(extra) ^ ids}"
+    dropped = 0
+    for fid, x in extra.items():
+        answer = next(f["answer"] for f in FACTS if f["id"] == fid)
+        for k in x["keys"]:
+            assert k in answer, (fid, k)
+        for alt in x["answers"]:
+            assert all(k in alt for k in x["keys"]), (fid, alt)
+        keep = [q for q in x["questions"] if not too_close(q, heldout_qs, EXTRA_NEAR)]
+        dropped += len(x["questions"]) - len(keep)
+        x["questions"] = keep
+        x["valid"] = [v for v in x["valid"] if not too_close(v["q"], heldout_qs, EXTRA_NEAR)]
+    return extra, dropped
+
+
+def build(use_extra=True, answer_variants=False):
     rng = random.Random(SEED)
     by_id = {f["id"]: f for f in FACTS}
     assert len(by_id) == len(FACTS), "duplicate fact id"
+    heldout_qs = [q for f in FACTS for q, _ in f["heldout"]]
+    phr, dropped = load_extra(heldout_qs)
 
-    train, evals, heldout = [], [], []
+    train, evals, heldout, valid = [], [], [], []
 
     # About 40 eval conversations: 35 facts keep their eval phrasing for eval.jsonl; the other
     # facts' eval phrasings become extra training phrasings.
@@ -1262,6 +1319,16 @@ def build():
         for q in f["train"] + extra[f["id"]]:
             msgs = [turn("user", decorate_question(rng, q)), turn("assistant", decorate_answer(rng, f["answer"]))]
             train.append(convo(msgs, rng, 0.5))
+    # The extra phrasings: most keep the canonical answer; with answer variants, each
+    # question gets one of the canonical answer and its three rewordings.
+    if use_extra:
+        extra_rng = random.Random(SEED + 1)
+        for f in FACTS:
+            x = phr[f["id"]]
+            for q in x["questions"]:
+                a = extra_rng.choice([f["answer"]] + x["answers"]) if answer_variants else f["answer"]
+                msgs = [turn("user", q), turn("assistant", decorate_answer(extra_rng, a))]
+                train.append(convo(msgs, extra_rng, 0.5))
     for q in OUT_OF_SCOPE:
         train.append(convo([turn("user", q), turn("assistant", OUT_OF_SCOPE_ANSWER)], rng, 0.5))
 
@@ -1314,15 +1381,20 @@ def build():
     for f in FACTS:
         for q, facts in f["heldout"]:
             heldout.append({"question": q, "facts": facts, "reference": f["answer"]})
+    # Validation questions: for choosing checkpoints during training, never trained on.
+    for f in FACTS:
+        for v in phr[f["id"]]["valid"]:
+            valid.append({"question": v["q"], "facts": v["keys"], "reference": f["answer"]})
 
     rng.shuffle(train)
     rng.shuffle(evals)
     rng.shuffle(heldout)
-    check(train, evals, heldout)
-    return train, evals, heldout
+    random.Random(SEED + 2).shuffle(valid)
+    check(train, evals, heldout, valid)
+    return train, evals, heldout, valid, dropped
 
 
-def check(train, evals, heldout):
+def check(train, evals, heldout, valid):
     assert len(train) >= 300, len(train)
     assert 35 <= len(evals) <= 50, len(evals)
     assert len(heldout) >= 60, len(heldout)
@@ -1362,6 +1434,17 @@ def check(train, evals, heldout):
             assert any(norm(fact) in a for a in answers), f"fact {fact!r} not taught in train"
     # No held-out question accidentally repeated.
     assert len({loose(h["question"]) for h in heldout}) == len(heldout)
+    # No training or validation question is a near-paraphrase of a held-out question.
+    heldout_qs = [h["question"] for h in heldout]
+    for c in train:
+        for m in c["messages"]:
+            if m["role"] == "user":
+                assert not too_close(m["content"], heldout_qs, NEAR), m["content"]
+    for v in valid:
+        assert not too_close(v["question"], heldout_qs, NEAR), v["question"]
+        assert loose(v["question"]) not in train_set, f"validation question in train: {v}"
+        for fact in v["facts"]:
+            assert norm(fact) in norm(v["reference"]), (fact, v)
 
 
 EVAL_ONLY_FOLLOW_UPS = {f for _, _, f in EVAL_FOLLOW_UPS}
@@ -1373,17 +1456,25 @@ def write_jsonl(path, rows):
 
 
 def main():
-    train, evals, heldout = build()
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_jsonl(OUT / "train.jsonl", train)
-    write_jsonl(OUT / "eval.jsonl", evals)
-    write_jsonl(OUT / "heldout.jsonl", heldout)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="output folder (default datasets/support)")
+    ap.add_argument("--no-extra", action="store_true", help="only the hand-written phrasings (the v1 data)")
+    ap.add_argument("--answer-variants", action="store_true", help="reworded answers for extra phrasings")
+    a = ap.parse_args()
+    train, evals, heldout, valid, dropped = build(not a.no_extra, a.answer_variants)
+    a.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(a.out / "train.jsonl", train)
+    write_jsonl(a.out / "eval.jsonl", evals)
+    write_jsonl(a.out / "heldout.jsonl", heldout)
+    write_jsonl(a.out / "valid.jsonl", valid)
     n_facts = sum(len(h["facts"]) for h in heldout)
     multi = sum(1 for c in train if sum(m["role"] == "assistant" for m in c["messages"]) > 1)
     worst = max(est_tokens(c["messages"]) for c in train + evals)
     print(
         f"{len(FACTS)} facts; train {len(train)} ({multi} multi-turn), eval {len(evals)}, "
-        f"heldout {len(heldout)} questions / {n_facts} facts; longest ~{worst:.0f} tokens",
+        f"heldout {len(heldout)} questions / {n_facts} facts, valid {len(valid)}; "
+        f"{dropped} extra phrasings dropped as too close to a held-out question; "
+        f"longest ~{worst:.0f} tokens",
         file=sys.stderr,
     )
 
