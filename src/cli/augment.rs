@@ -59,7 +59,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
         }
         None => Templates::default(),
     };
-    let read = read_examples(&a.input, format, FieldMap::default())?;
+    let read = read_examples(&a.input, format, &FieldMap::default())?;
     let (out, stats) = augment(
         &read.examples,
         &templates,

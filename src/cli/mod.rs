@@ -10,6 +10,7 @@ pub mod export_adapter;
 pub mod info;
 pub mod merge;
 pub mod quantize;
+pub mod replay;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
@@ -54,6 +55,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Reworded copies of a dataset's questions (templates), as a new jsonl file.
     Augment(augment::AugmentArgs),
+    /// The base model's own conversations or texts (self-distillation replay data), cached.
+    Replay(replay::ReplayArgs),
     /// Prefill and decode throughput, llama-bench style.
     Bench(bench::BenchArgs),
     /// Show a model's architecture, sizes, quantization mix, vocabulary and chat template.
@@ -68,6 +71,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Augment(a) => augment::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Quantize(a) => quantize::run(a),

@@ -11,8 +11,9 @@
 //!
 //! Deterministic: the same input, copies and seed give the same output.
 
-use super::{Example, Turn};
+use super::Example;
 use crate::error::{Error, Result};
+use crate::tokenizer::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -170,8 +171,8 @@ fn reword(ex: &Example, t: &Templates, rng: &mut StdRng) -> Example {
             let messages = messages
                 .iter()
                 .map(|m| match m.role.as_str() {
-                    "user" => Turn::new("user", question(&m.content, t, rng)),
-                    "assistant" => Turn::new("assistant", answer(&m.content, t, rng)),
+                    "user" => Message::new("user", question(&m.content, t, rng)),
+                    "assistant" => Message::new("assistant", answer(&m.content, t, rng)),
                     _ => m.clone(),
                 })
                 .collect();
@@ -254,7 +255,7 @@ mod tests {
 
     fn chat(q: &str, a: &str) -> Example {
         Example::Chat {
-            messages: vec![Turn::new("user", q), Turn::new("assistant", a)],
+            messages: vec![Message::new("user", q), Message::new("assistant", a)],
         }
     }
 

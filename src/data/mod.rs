@@ -9,6 +9,7 @@ pub mod encode;
 mod example;
 pub mod parquet;
 mod read;
+pub mod replay;
 mod split;
 
 pub(crate) use config::{cwd_note, key_error};
