@@ -15,6 +15,7 @@ pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod model;
+pub mod output;
 pub mod quant;
 pub mod recipe;
 pub mod serve;

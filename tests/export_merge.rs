@@ -52,6 +52,7 @@ fn merged_model_matches_base_plus_adapter() {
             dtype: candle_core::DType::F32,
             shard_bytes: 60_000,
         },
+        overwrite: false,
     };
     let r = export::merge(&base, &hf_out, &opts, &mut export::no_progress).unwrap();
     assert_eq!(r.layers_merged, 14);
@@ -140,6 +141,7 @@ fn merged_model_matches_base_plus_adapter() {
             dtype: candle_core::DType::F32,
             shard_bytes: u64::MAX,
         },
+        overwrite: false,
     };
     export::merge(&base, &w_out, &opts, &mut export::no_progress).unwrap();
     assert!(w_out.join("model.safetensors").exists());
@@ -177,6 +179,7 @@ fn merging_into_a_quantized_base_uses_its_dequantized_weights() {
             dtype: candle_core::DType::F32,
             shard_bytes: u64::MAX,
         },
+        overwrite: false,
     };
     let r = export::merge(&q8, &out, &opts, &mut export::no_progress).unwrap();
     assert!(r.dequantized_base);
@@ -226,7 +229,7 @@ fn adapter_gguf_has_llama_cpp_layout() {
             std::fs::write(&cfg_path, c.to_string()).unwrap();
         }
         let out = dir.path().join(format!("{name}.gguf"));
-        let r = export::export_adapter(&ad, &base, &out, dtype).unwrap();
+        let r = export::export_adapter(&ad, &base, &out, dtype, false).unwrap();
         assert_eq!(r.pairs, 14);
         let scale = if rslora { 8.0 / 2.0 } else { 8.0 / 4.0 };
         assert!(
@@ -308,6 +311,7 @@ fn adapter_gguf_has_llama_cpp_layout() {
         &wide,
         &dir.path().join("bad.gguf"),
         GgmlDType::F32,
+        false,
     )
     .unwrap_err()
     .to_string();

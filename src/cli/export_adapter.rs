@@ -21,6 +21,9 @@ pub struct ExportAdapterArgs {
     /// Tensor type: f32 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Replace OUT if it exists (never an input, never a file inside the adapter folder).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(a: ExportAdapterArgs) -> Result<()> {
@@ -29,7 +32,7 @@ pub fn run(a: ExportAdapterArgs) -> Result<()> {
         "f16" => GgmlDType::F16,
         d => bail!("--dtype `{d}`: expected f32 or f16"),
     };
-    let r = export_adapter(&a.adapter, &a.base, &a.out, dtype)
+    let r = export_adapter(&a.adapter, &a.base, &a.out, dtype, a.overwrite)
         .with_context(|| format!("exporting {}", a.adapter.display()))?;
     println!(
         "wrote {} ({} arch, {} A/B pairs, rank {}, {})",

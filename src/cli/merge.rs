@@ -38,6 +38,10 @@ pub struct MergeArgs {
     /// No progress bar.
     #[arg(long = "no-progress")]
     pub no_progress: bool,
+    /// Replace OUT when it is an earlier ft output (a file, or a folder holding .ft-output);
+    /// ft never replaces an input or a folder it did not create.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `5GB`, `500MB`, `2GiB`, or plain bytes.
@@ -86,6 +90,7 @@ pub fn run(a: MergeArgs) -> Result<()> {
         adapters: a.adapters.clone(),
         weights,
         output,
+        overwrite: a.overwrite,
     };
     let bar = super::quantize::progress_bar(a.no_progress);
     let r = merge(&a.base, &a.out, &opts, &mut |done, total, name| {

@@ -26,6 +26,10 @@ pub struct QuantizeArgs {
     /// No progress bar.
     #[arg(long = "no-progress")]
     pub no_progress: bool,
+    /// Replace OUT when it is an earlier ft output (a file, or a folder holding .ft-output);
+    /// ft never replaces an input or a folder it did not create.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
@@ -33,6 +37,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     let opts = GgufOptions {
         file_type,
         allow_requantize: a.allow_requantize,
+        overwrite: a.overwrite,
         ..GgufOptions::default()
     };
     let bar = progress_bar(a.no_progress);

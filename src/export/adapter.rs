@@ -47,16 +47,25 @@ fn base_config(base: &Path) -> Result<(Config, String)> {
     }
 }
 
-/// Write the PEFT adapter in `adapter_dir` (trained on `base`) as a GGUF LoRA at `out`.
+/// Write the PEFT adapter in `adapter_dir` (trained on `base`) as a GGUF LoRA at `out`,
+/// replacing an existing file there only when `overwrite` (never an input, never inside the
+/// adapter folder: see [`crate::output`]).
 pub fn export_adapter(
     adapter_dir: &Path,
     base: &Path,
     out: &Path,
     dtype: GgmlDType,
+    overwrite: bool,
 ) -> Result<AdapterReport> {
     if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16) {
         return Err(Error::invalid("adapter tensors are written as F32 or F16"));
     }
+    crate::output::check(
+        out,
+        crate::output::Kind::File,
+        &[adapter_dir, base],
+        overwrite,
+    )?;
     let (cfg, base_name) = base_config(base)?;
     let (pcfg, tensors) = peft::read(adapter_dir)?;
     let lcfg = pcfg.lora_config();

@@ -35,6 +35,8 @@ pub struct GgufOptions {
     pub finetune: Option<String>,
     /// Recorded as `general.base_model.0.name` (what a merge was made from).
     pub base_model: Option<String>,
+    /// Replace an existing file at the output path (never an input, never a folder).
+    pub overwrite: bool,
 }
 
 impl Default for GgufOptions {
@@ -46,6 +48,7 @@ impl Default for GgufOptions {
             name: None,
             finetune: None,
             base_model: None,
+            overwrite: false,
         }
     }
 }
@@ -108,6 +111,12 @@ pub fn write_model(
     progress: Progress<'_>,
 ) -> Result<GgufReport> {
     let start = std::time::Instant::now();
+    crate::output::check(
+        path,
+        crate::output::Kind::File,
+        &[&loaded.source.path],
+        opts.overwrite,
+    )?;
     let model = &loaded.model;
     let cfg = &model.config;
     let mix = MixModel {
@@ -437,16 +446,7 @@ pub fn quantize_file(
     opts: &GgufOptions,
     progress: Progress<'_>,
 ) -> Result<GgufReport> {
-    if input
-        .canonicalize()
-        .ok()
-        .is_some_and(|i| out.canonicalize().ok() == Some(i))
-    {
-        return Err(Error::invalid(format!(
-            "the output {} is the input; write to another file",
-            out.display()
-        )));
-    }
+    crate::output::check(out, crate::output::Kind::File, &[input], opts.overwrite)?;
     let loaded = crate::model::load(input, &crate::model::LoadOptions::default())?;
     write_model(out, &loaded, opts, progress)
 }

@@ -3,8 +3,9 @@
 //! the chat template), `special_tokens_map.json` and `generation_config.json`, whose
 //! `eos_token_id` lists the chat template's end-of-turn token first so the model stops.
 //!
-//! The folder is built under a temporary name beside the destination and renamed into place
-//! only when complete; an existing destination is replaced only then.
+//! The folder is written as one transaction ([`crate::output`]): built complete under a
+//! temporary sibling, fsynced, renamed into place; an existing destination is replaced only
+//! when it is an earlier ft output and `overwrite` is set.
 
 use super::{end_of_turn, tensors, values, Progress, Values};
 use crate::error::{Error, Result};
@@ -22,6 +23,8 @@ pub struct HfOptions {
     pub shard_bytes: u64,
     /// Adapter slots folded into the weights, with their weights: `(slot, w)`.
     pub merge: Vec<(usize, f64)>,
+    /// Replace `dir` when it holds an earlier ft output (never anything else).
+    pub overwrite: bool,
 }
 
 impl Default for HfOptions {
@@ -30,6 +33,7 @@ impl Default for HfOptions {
             dtype: DType::F16,
             shard_bytes: 5_000_000_000,
             merge: Vec::new(),
+            overwrite: false,
         }
     }
 }
@@ -101,56 +105,18 @@ pub fn write_hf(
         )));
     }
     let start = std::time::Instant::now();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::invalid(format!("{} is not a folder name", dir.display())))?;
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = fill(&tmp, loaded, opts, progress).and_then(|mut r| {
-        replace_dir(&tmp, dir)?;
-        r.dir = dir.to_path_buf();
-        r.seconds = start.elapsed().as_secs_f64();
-        Ok(r)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
-}
-
-/// Move `tmp` to `dir`, replacing whatever was there only after the move can happen.
-fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let old = dir.with_file_name(format!(
-            ".{}.old-{}",
-            dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        if let Err(e) = std::fs::rename(tmp, dir) {
-            let _ = std::fs::rename(&old, dir);
-            return Err(Error::io(dir, e));
-        }
-        let _ = if old.is_dir() {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
-        Ok(())
-    } else {
-        std::fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))
-    }
+    crate::output::check(
+        dir,
+        crate::output::Kind::Dir,
+        &[&loaded.source.path],
+        opts.overwrite,
+    )?;
+    let mut r = crate::output::write_dir(dir, "merged model (Hugging Face folder)", |tmp| {
+        fill(tmp, loaded, opts, progress)
+    })?;
+    r.dir = dir.to_path_buf();
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
 }
 
 fn write_json(dir: &Path, file: &str, v: &serde_json::Value) -> Result<()> {

@@ -9,6 +9,7 @@ use super::hf::{write_hf, HfOptions, HfReport};
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::model::{load, LoadOptions};
+use crate::output::Kind;
 use crate::quant::types::FileType;
 use crate::quant::FrozenWeight;
 use candle_core::DType;
@@ -34,6 +35,8 @@ pub struct MergeOptions {
     /// One weight per adapter; empty means 1.0 each.
     pub weights: Vec<f64>,
     pub output: MergeOutput,
+    /// Replace the output when it is an earlier ft output (never an input or a user's folder).
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +93,15 @@ pub fn merge(
             opts.adapters.len()
         )));
     };
+    // Refuse a destructive output before the long load.
+    let kind = match opts.output {
+        MergeOutput::Hf { .. } => Kind::Dir,
+        MergeOutput::Gguf { .. } => Kind::File,
+    };
+    let inputs: Vec<&Path> = std::iter::once(base)
+        .chain(opts.adapters.iter().map(PathBuf::as_path))
+        .collect();
+    crate::output::check(out, kind, &inputs, opts.overwrite)?;
     let load_opts = LoadOptions {
         adapters: opts.adapters.clone(),
         ..LoadOptions::default()
@@ -141,6 +153,7 @@ pub fn merge(
                 dtype: *dtype,
                 shard_bytes: *shard_bytes,
                 merge: slots,
+                overwrite: opts.overwrite,
             };
             report.hf = Some(write_hf(out, &loaded, &o, progress)?);
         }
@@ -155,6 +168,7 @@ pub fn merge(
                 name: Some(format!("{} {finetune}", loaded.source.name)),
                 finetune: Some(finetune),
                 base_model: Some(loaded.source.name.clone()),
+                overwrite: opts.overwrite,
             };
             report.gguf = Some(write_model(out, &loaded, &o, progress)?);
         }
