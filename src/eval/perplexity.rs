@@ -47,6 +47,14 @@ pub fn perplexity(
             model.max_positions()
         )));
     }
+    // Each scored token needs one before it: an empty or one-token text has nothing to score
+    // (the sliding window would otherwise average zero values into NaN).
+    if ids.len() < 2 {
+        return Err(Error::invalid(format!(
+            "the text has {} token(s); perplexity needs at least 2",
+            ids.len()
+        )));
+    }
     let mut nll = Vec::new();
     let (chunks, method) = match stride {
         None => {
@@ -103,4 +111,31 @@ pub fn perplexity(
         ctx: n_ctx,
         method,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::MatmulMode;
+
+    #[test]
+    fn too_short_texts_are_errors_not_nan() {
+        let model = crate::testing::tiny_model(1, None).unwrap();
+        let ctx = Ctx::infer(MatmulMode::Exact, None);
+        for ids in [&[][..], &[72u32][..]] {
+            for stride in [Some(4), None] {
+                let e = perplexity(&model, &ctx, ids, 16, stride, |_, _| {})
+                    .map(|p| p.ppl)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains("token"),
+                    "{} tokens, stride {stride:?}: {e}",
+                    ids.len()
+                );
+            }
+        }
+        let p = perplexity(&model, &ctx, &[72, 101, 108], 16, Some(4), |_, _| {}).unwrap();
+        assert!(p.ppl.is_finite() && p.scored_tokens == 2, "{p:?}");
+    }
 }

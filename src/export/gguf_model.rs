@@ -233,7 +233,8 @@ fn encode(it: &Item<'_>, dtype: GgmlDType, merge: &[(usize, f64)]) -> Result<Vec
             let data = q.data()?;
             Ok(match it.qk_heads {
                 // A block never spans rows, so permuting whole rows of blocks is exact.
-                Some(h) => names::permute_qk(&data, q.shape().dims()[0], h),
+                Some(h) => names::permute_qk(&data, q.shape().dims()[0], h)
+                    .map_err(|e| Error::tensor(&it.gguf_name, e))?,
                 None => data.into_owned(),
             })
         }

@@ -230,11 +230,7 @@ pub fn values(item: &Item<'_>, merge: &[(usize, f64)]) -> Result<Values> {
 /// Rows of an f32 tensor (rows, ..) reordered from HF to GGUF q/k layout.
 pub fn permute_rows(t: &Tensor, n_head: usize) -> Result<Tensor> {
     let rows = t.dim(0)?;
-    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
-        return Err(Error::invalid(format!(
-            "cannot split {rows} rows into {n_head} heads of even size"
-        )));
-    }
+    names::check_qk_rows(rows, n_head).map_err(Error::invalid)?;
     let idx: Vec<u32> = names::qk_gguf_to_hf_rows(rows, n_head)
         .into_iter()
         .map(|r| r as u32)
@@ -358,7 +354,7 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let pb = names::permute_qk(&bytes, 16, 2);
+        let pb = names::permute_qk(&bytes, 16, 2).unwrap();
         let want: Vec<f32> = pb
             .chunks(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

@@ -11,6 +11,53 @@ const MAGIC: &[u8; 4] = b"GGUF";
 /// Sanity bounds: far above any real file, low enough that corrupt counts fail fast.
 const MAX_DIMS: u32 = 4;
 const MAX_ARRAY_NESTING: usize = 2;
+/// Array elements in all metadata together. A real vocabulary has ~1M (tokens, types, scores,
+/// merges); each element is a 32-byte [`Value`], so this bounds metadata at ~0.5 GB.
+const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
+/// Never reserve more than this many entries up front from a count read from the file; a
+/// vector grows past it only as real entries are parsed.
+const MAX_PREALLOC: usize = 4096;
+/// The fewest bytes a metadata entry (key length, type, 1-byte value) and a tensor info (name
+/// length, dim count, one dim, type, offset) take: counts are checked against the bytes left.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
+
+/// Bytes one array element of value type `ty` takes at least; None for an unknown type.
+fn min_value_bytes(ty: u32) -> Option<u64> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        // A string: its 8-byte length. An array: element type + count.
+        8 => 8,
+        9 => 12,
+        _ => return None,
+    })
+}
+
+/// The memory alignment candle's typed view of a tensor's bytes needs (`qtensor_from_ggml`
+/// casts the bytes to a slice of blocks; a misaligned one is undefined behaviour).
+fn type_alignment(dtype: GgmlDType) -> usize {
+    use candle_core::quantized::k_quants as k;
+    use std::mem::align_of;
+    match dtype {
+        GgmlDType::F32 => align_of::<f32>(),
+        GgmlDType::F16 | GgmlDType::BF16 => align_of::<u16>(),
+        GgmlDType::Q4_0 => align_of::<k::BlockQ4_0>(),
+        GgmlDType::Q4_1 => align_of::<k::BlockQ4_1>(),
+        GgmlDType::Q5_0 => align_of::<k::BlockQ5_0>(),
+        GgmlDType::Q5_1 => align_of::<k::BlockQ5_1>(),
+        GgmlDType::Q8_0 => align_of::<k::BlockQ8_0>(),
+        GgmlDType::Q8_1 => align_of::<k::BlockQ8_1>(),
+        GgmlDType::Q2K => align_of::<k::BlockQ2K>(),
+        GgmlDType::Q3K => align_of::<k::BlockQ3K>(),
+        GgmlDType::Q4K => align_of::<k::BlockQ4K>(),
+        GgmlDType::Q5K => align_of::<k::BlockQ5K>(),
+        GgmlDType::Q6K => align_of::<k::BlockQ6K>(),
+        GgmlDType::Q8K => align_of::<k::BlockQ8K>(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
@@ -47,6 +94,8 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Array elements read so far (bounded by [`MAX_ARRAY_ELEMENTS`]).
+    array_elements: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -74,6 +123,10 @@ impl<'a> Cursor<'a> {
                 self.buf.len() - self.pos
             ))),
         }
+    }
+
+    fn left(&self) -> u64 {
+        (self.buf.len() - self.pos) as u64
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
@@ -119,11 +172,23 @@ impl<'a> Cursor<'a> {
                 }
                 let elem_ty = self.u32(key)?;
                 let n = self.u64(key)?;
-                // Every element takes at least one byte: a count beyond the bytes left is corrupt.
-                if n > (self.buf.len() - self.pos) as u64 {
-                    return Err(self.err(format!("{key}: array of {n} elements exceeds the file")));
+                let min = min_value_bytes(elem_ty).ok_or_else(|| {
+                    self.err(format!("{key}: unknown array element type {elem_ty}"))
+                })?;
+                // Checked against the bytes left before anything is reserved for it.
+                if n > self.left() / min {
+                    return Err(self.err(format!(
+                        "{key}: array of {n} elements of at least {min} bytes exceeds the {} bytes left",
+                        self.left()
+                    )));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                self.array_elements = self.array_elements.saturating_add(n);
+                if self.array_elements > MAX_ARRAY_ELEMENTS {
+                    return Err(self.err(format!(
+                        "{key}: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in all"
+                    )));
+                }
+                let mut v = Vec::with_capacity((n as usize).min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(self.value(elem_ty, key, depth + 1)?);
                 }
@@ -152,6 +217,7 @@ impl GgufFile {
             buf: &mmap,
             pos: 0,
             path,
+            array_elements: 0,
         };
         let magic = c
             .take(4, "magic")
@@ -171,10 +237,16 @@ impl GgufFile {
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("metadata count")?;
-        let left = (c.buf.len() - c.pos) as u64;
-        if n_tensors > left || n_kv > left {
+        let left = c.left();
+        if n_kv > left / MIN_KV_BYTES
+            || n_tensors > left / MIN_TENSOR_INFO_BYTES
+            || n_kv
+                .saturating_mul(MIN_KV_BYTES)
+                .saturating_add(n_tensors.saturating_mul(MIN_TENSOR_INFO_BYTES))
+                > left
+        {
             return Err(c.err(format!(
-                "file truncated or corrupt: {n_tensors} tensors / {n_kv} metadata entries cannot fit in it"
+                "file truncated or corrupt: {n_tensors} tensors / {n_kv} metadata entries cannot fit in its {left} bytes"
             )));
         }
         let mut metadata = BTreeMap::new();
@@ -182,11 +254,18 @@ impl GgufFile {
             let key = c.string("metadata key")?;
             let ty = c.u32(&key)?;
             let v = c.value(ty, &key, 0)?;
+            if metadata.contains_key(&key) {
+                return Err(c.err(format!("metadata key `{key}` appears twice")));
+            }
             metadata.insert(key, v);
         }
-        let mut infos = Vec::with_capacity(n_tensors as usize);
+        let mut infos = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
+        let mut names = std::collections::HashSet::new();
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
+            if !names.insert(name.clone()) {
+                return Err(c.err(format!("tensor `{name}` appears twice")));
+            }
             let n_dims = c.u32(&name)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(c.err(format!("tensor `{name}` has {n_dims} dimensions")));
@@ -212,6 +291,12 @@ impl GgufFile {
         let file_len = c.buf.len() as u64;
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, dtype, offset) in infos {
+            if !offset.is_multiple_of(alignment) {
+                return Err(Error::format(
+                    path,
+                    format!("tensor `{name}`: data offset {offset} is not a multiple of the alignment {alignment}"),
+                ));
+            }
             let elems = dims
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -230,17 +315,30 @@ impl GgufFile {
                     ),
                 ));
             }
-            let size = elems / block * dtype.type_size() as u64;
+            // Checked: 2^62 elements of 4 bytes must not wrap around to a small size.
+            let size = (elems / block).checked_mul(dtype.type_size() as u64);
             let start = data_start.checked_add(offset);
-            let end = start.and_then(|s| s.checked_add(size));
-            match (start, end) {
-                (Some(s), Some(e)) if e <= file_len => tensors.push(TensorInfo {
-                    name,
-                    ggml_dims: dims,
-                    dtype,
-                    start: s as usize,
-                    size: size as usize,
-                }),
+            let end = start.zip(size).and_then(|(s, n)| s.checked_add(n));
+            match (start, size, end) {
+                (Some(s), Some(n), Some(e)) if e <= file_len => {
+                    // With general.alignment below the type's own, data can sit misaligned.
+                    if !(s as usize).is_multiple_of(type_alignment(dtype)) {
+                        return Err(Error::format(
+                            path,
+                            format!(
+                                "tensor `{name}`: data at byte {s} is not aligned for {} (general.alignment {alignment})",
+                                super::dtype_name(dtype)
+                            ),
+                        ));
+                    }
+                    tensors.push(TensorInfo {
+                        name,
+                        ggml_dims: dims,
+                        dtype,
+                        start: s as usize,
+                        size: n as usize,
+                    })
+                }
                 _ => {
                     return Err(Error::format(
                         path,

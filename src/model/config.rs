@@ -70,11 +70,39 @@ pub struct Config {
     pub attention_bias: bool,
 }
 
+/// Bounds far above any released model (Llama 3.1 405B: 126 layers, hidden 16384, 128 heads
+/// of 128; Gemma: vocab 262k, head_dim 256), low enough that sizes derived from them cannot
+/// overflow or ask for absurd allocations before the weights are checked against the file.
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_LAYERS: usize = 4096;
+const MAX_HEADS: usize = 4096;
+/// The RoPE tables are (positions, head_dim / 2) and built before any use.
+const MAX_HEAD_DIM: usize = 1024;
+
 impl Config {
+    /// Check every value a file supplied: counts and widths in range (their products then fit),
+    /// heads that divide, and finite, positive floats where the math divides or takes roots.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(format!("model config: {m}")));
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {
-            return bad("zero heads or layers".into());
+        let limits = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_layers", self.num_layers, MAX_LAYERS),
+            ("num_heads", self.num_heads, MAX_HEADS),
+            ("num_kv_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+        ];
+        for (name, v, max) in limits {
+            if v == 0 {
+                return bad(format!("{name} must be > 0 (got 0)"));
+            }
+            if v > max {
+                return bad(format!(
+                    "{name} {v} is beyond any model ft can load (at most {max})"
+                ));
+            }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
@@ -82,11 +110,76 @@ impl Config {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even", self.head_dim));
         }
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {
-            return bad("zero vocab, hidden or intermediate size".into());
+        if self.num_heads * self.head_dim > MAX_WIDTH {
+            return bad(format!(
+                "{} heads of {} is wider than {MAX_WIDTH}",
+                self.num_heads, self.head_dim
+            ));
+        }
+        if self.max_position_embeddings == 0 {
+            return bad("max_position_embeddings must be > 0 (got 0)".into());
+        }
+        if self.sliding_window == Some(0) {
+            return bad("sliding_window must be > 0 (got 0)".into());
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return bad(format!(
+                "rms_norm_eps must be a finite number >= 0 (got {})",
+                self.rms_norm_eps
+            ));
+        }
+        let positive = |name: &str, v: f64| -> Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "model config: {name} must be a finite number > 0 (got {v})"
+                )))
+            }
+        };
+        positive("rope_theta", self.rope_theta)?;
+        match &self.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear { factor }) => positive("rope_scaling.factor", *factor)?,
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                positive("rope_scaling.factor", *factor)?;
+                positive("rope_scaling.low_freq_factor", *low_freq_factor)?;
+                positive("rope_scaling.high_freq_factor", *high_freq_factor)?;
+                // The smooth band divides by their difference.
+                if high_freq_factor <= low_freq_factor {
+                    return bad(format!(
+                        "rope_scaling.high_freq_factor ({high_freq_factor}) must be above low_freq_factor ({low_freq_factor})"
+                    ));
+                }
+                if *original_max_position_embeddings == 0 {
+                    return bad(
+                        "rope_scaling.original_max_position_embeddings must be > 0 (got 0)".into(),
+                    );
+                }
+            }
+            Some(RopeScaling::Factors { factors }) => {
+                if factors.len() != self.head_dim / 2 {
+                    return bad(format!(
+                        "{} RoPE frequency factors for head_dim {} (needs {})",
+                        factors.len(),
+                        self.head_dim,
+                        self.head_dim / 2
+                    ));
+                }
+                if let Some(f) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                    return bad(format!(
+                        "RoPE frequency factors must be finite and > 0 (got {f})"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -379,7 +472,7 @@ struct HfConfig {
 mod tests {
     use super::*;
 
-    fn parse(extra: &str) -> Config {
+    fn try_parse(extra: &str) -> Result<Config> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
         let json = format!(
@@ -388,7 +481,84 @@ mod tests {
                 "num_key_value_heads": 2, {extra}}}"#
         );
         std::fs::write(&p, json).unwrap();
-        Config::from_hf_json(&p).unwrap()
+        Config::from_hf_json(&p)
+    }
+
+    fn parse(extra: &str) -> Config {
+        try_parse(extra).unwrap()
+    }
+
+    #[test]
+    fn rope_scaling_factors_that_break_the_math_are_refused_at_load() {
+        // Defect 13: factor 0 made every RoPE angle NaN/inf, silently.
+        for f in ["0", "-2.0", "-0.0"] {
+            for ty in ["linear", "llama3"] {
+                let e = try_parse(&format!(
+                    r#""rope_scaling": {{"rope_type": "{ty}", "factor": {f}}}"#
+                ))
+                .unwrap_err()
+                .to_string();
+                assert!(
+                    e.contains("config.json") && e.contains("rope_scaling.factor"),
+                    "{e}"
+                );
+            }
+        }
+        let e = try_parse(
+            r#""rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 4}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("high_freq_factor"), "{e}");
+        let mut c = parse(r#""rms_norm_eps": 1e-5"#);
+        c.rope_scaling = Some(RopeScaling::Linear { factor: f64::NAN });
+        assert!(c.validate().unwrap_err().to_string().contains("NaN"));
+        c.rope_scaling = Some(RopeScaling::Factors {
+            factors: vec![1.0; 7],
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("needs 8"));
+        assert!(
+            parse(r#""rope_scaling": {"rope_type": "linear", "factor": 2.0}"#)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sizes_beyond_any_model_are_refused_before_anything_is_allocated() {
+        for (key, v) in [
+            ("num_hidden_layers", "1099511627776"),
+            ("hidden_size", "4611686018427387904"),
+            ("head_dim", "65536"),
+            ("vocab_size", "18446744073709551615"),
+            ("num_attention_heads", "0"),
+            ("max_position_embeddings", "0"),
+            ("rms_norm_eps", "-1.0"),
+            ("rope_theta", "0"),
+        ] {
+            let e = try_parse(&format!(r#""{key}": {v}"#))
+                .map(|_| ())
+                .unwrap_err();
+            let s = e.to_string();
+            assert!(
+                !s.contains('\n') && s.contains("config.json"),
+                "{key}={v}: {s}"
+            );
+        }
+        // Wrong types and negative counts are JSON errors naming the field.
+        for (key, v) in [
+            ("hidden_size", "-64"),
+            ("hidden_size", "\"64\""),
+            ("num_hidden_layers", "2.5"),
+        ] {
+            let e = try_parse(&format!(r#""{key}": {v}"#))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("invalid config.json"),
+                "{key}={v}: {e}"
+            );
+        }
     }
 
     #[test]

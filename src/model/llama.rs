@@ -234,28 +234,28 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let mut need = |name: String| -> Result<FrozenWeight> {
-            src.get(&name)?
-                .ok_or_else(|| Error::tensor(&name, "missing from the model file"))
+        // Every tensor is checked against the config's shape as it arrives, vectors (norm
+        // weights, biases) too: a wrong length would only surface later as a panic in a kernel.
+        let mut need = |name: String, dims: &[usize]| -> Result<FrozenWeight> {
+            let w = src
+                .get(&name)?
+                .ok_or_else(|| Error::tensor(&name, "missing from the model file"))?;
+            check_dims(&name, &w, dims)?;
+            Ok(w)
         };
-        let dense = |w: FrozenWeight| -> Result<Tensor> { w.dequantize() };
-        let embed_tokens = need("model.embed_tokens.weight".into())?;
-        check_dims(
-            "model.embed_tokens.weight",
-            &embed_tokens,
+        let embed_tokens = need(
+            "model.embed_tokens.weight".into(),
             &[config.vocab_size, config.hidden_size],
         )?;
-        let mut blocks = Vec::with_capacity(config.num_layers);
+        let mut blocks = Vec::new();
         for i in 0..config.num_layers {
             let mut linear = |short: &str| -> Result<Linear> {
                 let path = names::proj_path(short);
-                let wname = names::layer(i, path, "weight");
-                let w = need(wname.clone())?;
                 let (fin, fout) = config.proj_shape(short).unwrap_or((0, 0));
-                check_dims(&wname, &w, &[fout, fin])?;
+                let w = need(names::layer(i, path, "weight"), &[fout, fin])?;
                 let bias =
                     if config.attention_bias && matches!(short, "q_proj" | "k_proj" | "v_proj") {
-                        Some(dense(need(names::layer(i, path, "bias"))?)?)
+                        Some(need(names::layer(i, path, "bias"), &[fout])?.dequantize()?)
                     } else {
                         None
                     };
@@ -278,7 +278,8 @@ impl Llama {
             };
             let mut norm = |n: &str| -> Result<RmsNorm> {
                 Ok(RmsNorm {
-                    weight: dense(need(names::layer(i, n, "weight"))?)?,
+                    weight: need(names::layer(i, n, "weight"), &[config.hidden_size])?
+                        .dequantize()?,
                     eps: config.rms_norm_eps,
                 })
             };
@@ -290,14 +291,21 @@ impl Llama {
             });
         }
         let norm = RmsNorm {
-            weight: dense(need("model.norm.weight".into())?)?,
+            weight: need("model.norm.weight".into(), &[config.hidden_size])?.dequantize()?,
             eps: config.rms_norm_eps,
         };
         let lm_head = if config.tie_word_embeddings {
             Linear::new(embed_tokens.clone(), None)
         } else {
             match src.get("lm_head.weight")? {
-                Some(w) => Linear::new(w, None),
+                Some(w) => {
+                    check_dims(
+                        "lm_head.weight",
+                        &w,
+                        &[config.vocab_size, config.hidden_size],
+                    )?;
+                    Linear::new(w, None)
+                }
                 // Some checkpoints tie without saying so.
                 None => Linear::new(embed_tokens.clone(), None),
             }

@@ -81,7 +81,20 @@ fn positions(cfg: &Config, opts: &LoadOptions) -> usize {
 pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let file = GgufFile::open(path)?;
     let mut config = Config::from_gguf(&file)?;
-    if file.tensor_info("rope_freqs.weight").is_some() {
+    if let Some(info) = file.tensor_info("rope_freqs.weight") {
+        // One divisor per rotated pair; checked before the values are expanded to f32.
+        if info.elem_count() != config.head_dim / 2 {
+            return Err(Error::tensor(
+                "rope_freqs.weight",
+                format!(
+                    "{} values; head_dim {} needs {}",
+                    info.elem_count(),
+                    config.head_dim,
+                    config.head_dim / 2
+                ),
+            )
+            .context(path.display().to_string()));
+        }
         let f = file
             .qtensor("rope_freqs.weight", &Device::Cpu)?
             .dequantize(&Device::Cpu)?;
@@ -152,14 +165,32 @@ impl WeightSource for GgufSource<'_> {
         };
         let bytes = self.file.tensor_bytes(info);
         let shape = info.shape();
-        let n_head = if name.contains("q_proj") {
-            self.config.num_heads
-        } else {
-            self.config.num_kv_heads
-        };
-        let is_qk = name.contains("q_proj") || name.contains("k_proj");
+        let short = name.split('.').rev().nth(1).unwrap_or("");
+        let is_qk = matches!(short, "q_proj" | "k_proj");
         let bytes = if self.config.arch == Arch::Llama && is_qk {
-            std::borrow::Cow::Owned(names::unpermute_qk(bytes, shape[0], n_head))
+            // The shape must be the config's before rows are moved by head (defect: a crafted
+            // row count divided by zero or indexed past the end in the permutation).
+            let (fin, fout) = self.config.proj_shape(short).unwrap_or((0, 0));
+            let kind = name.rsplit('.').next().unwrap_or("");
+            let want = if kind == "bias" {
+                vec![fout]
+            } else {
+                vec![fout, fin]
+            };
+            if shape != want {
+                return Err(Error::tensor(
+                    name,
+                    format!("shape {shape:?} does not match the config ({want:?})"),
+                ));
+            }
+            let n_head = if short == "q_proj" {
+                self.config.num_heads
+            } else {
+                self.config.num_kv_heads
+            };
+            std::borrow::Cow::Owned(
+                names::unpermute_qk(bytes, shape[0], n_head).map_err(|e| Error::tensor(name, e))?,
+            )
         } else {
             std::borrow::Cow::Borrowed(bytes)
         };

@@ -75,8 +75,10 @@ pub fn proj_path(short: &str) -> &'static str {
 /// llama.cpp stores llama-architecture q/k rows permuted for its interleaved RoPE
 /// (convert_hf_to_gguf.py `LlamaModel.permute`). For GGUF row `g`, the HF row it holds:
 /// GGUF[h·hd + 2i + j] = HF[h·hd + j·hd/2 + i], for head h, pair i, half j.
+/// `rows` must split into `n_head` heads of even size (see [`check_qk_rows`]).
 pub fn qk_gguf_to_hf_rows(rows: usize, n_head: usize) -> Vec<usize> {
-    let hd = rows / n_head;
+    debug_assert!(check_qk_rows(rows, n_head).is_ok());
+    let hd = rows / n_head.max(1);
     (0..rows)
         .map(|g| {
             let (h, r) = (g / hd, g % hd);
@@ -86,8 +88,24 @@ pub fn qk_gguf_to_hf_rows(rows: usize, n_head: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Reorder equal-sized rows of `bytes`: out row `k` = in row `src[k]`.
-pub fn gather_rows(bytes: &[u8], src: &[usize]) -> Vec<u8> {
+/// Whether `rows` q/k rows split into `n_head` heads of an even, non-zero size: what the
+/// permutation needs. File data reaches it, so this is an error, never a panic.
+pub fn check_qk_rows(rows: usize, n_head: usize) -> Result<(), String> {
+    if n_head == 0
+        || rows == 0
+        || !rows.is_multiple_of(n_head)
+        || !(rows / n_head).is_multiple_of(2)
+    {
+        return Err(format!(
+            "{rows} rows do not split into {n_head} heads of an even size"
+        ));
+    }
+    Ok(())
+}
+
+/// Reorder equal-sized rows of `bytes`: out row `k` = in row `src[k]`. `src` is a permutation
+/// of `0..src.len()` and `bytes` holds `src.len()` whole rows.
+fn gather_rows(bytes: &[u8], src: &[usize]) -> Vec<u8> {
     let row = bytes.len() / src.len().max(1);
     let mut out = Vec::with_capacity(bytes.len());
     for &s in src {
@@ -96,20 +114,33 @@ pub fn gather_rows(bytes: &[u8], src: &[usize]) -> Vec<u8> {
     out
 }
 
+fn check_bytes(bytes: &[u8], rows: usize, n_head: usize) -> Result<(), String> {
+    check_qk_rows(rows, n_head)?;
+    if !bytes.len().is_multiple_of(rows) {
+        return Err(format!(
+            "{} bytes do not hold {rows} equal rows",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 /// GGUF layout -> HF layout.
-pub fn unpermute_qk(bytes: &[u8], rows: usize, n_head: usize) -> Vec<u8> {
+pub fn unpermute_qk(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
+    check_bytes(bytes, rows, n_head)?;
     // HF row perm[g] holds GGUF row g, so HF row k comes from the g with perm[g] == k.
     let perm = qk_gguf_to_hf_rows(rows, n_head);
     let mut inv = vec![0; rows];
     for (g, &h) in perm.iter().enumerate() {
         inv[h] = g;
     }
-    gather_rows(bytes, &inv)
+    Ok(gather_rows(bytes, &inv))
 }
 
 /// HF layout -> GGUF layout.
-pub fn permute_qk(bytes: &[u8], rows: usize, n_head: usize) -> Vec<u8> {
-    gather_rows(bytes, &qk_gguf_to_hf_rows(rows, n_head))
+pub fn permute_qk(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
+    check_bytes(bytes, rows, n_head)?;
+    Ok(gather_rows(bytes, &qk_gguf_to_hf_rows(rows, n_head)))
 }
 
 #[cfg(test)]
@@ -140,10 +171,24 @@ mod tests {
     fn qk_permutation_matches_llama_cpp() {
         // 2 heads of dim 4: HF rows [a0 a1 b0 b1 | c0 c1 d0 d1] -> GGUF [a0 b0 a1 b1 | c0 d0 c1 d1]
         let hf: Vec<u8> = (0..8).collect();
-        let g = permute_qk(&hf, 8, 2);
+        let g = permute_qk(&hf, 8, 2).unwrap();
         assert_eq!(g, vec![0, 2, 1, 3, 4, 6, 5, 7]);
-        assert_eq!(unpermute_qk(&g, 8, 2), hf);
+        assert_eq!(unpermute_qk(&g, 8, 2).unwrap(), hf);
         let hf: Vec<u8> = (0..64).collect();
-        assert_eq!(unpermute_qk(&permute_qk(&hf, 32, 4), 32, 4), hf);
+        assert_eq!(
+            unpermute_qk(&permute_qk(&hf, 32, 4).unwrap(), 32, 4).unwrap(),
+            hf
+        );
+    }
+
+    #[test]
+    fn rows_that_do_not_split_into_heads_are_errors() {
+        // Defect 3: 4 rows over 9 heads divided by zero; 580 rows indexed past the end.
+        for (rows, heads) in [(4, 9), (580, 9), (8, 0), (6, 2), (0, 1)] {
+            let bytes = vec![0u8; rows * 2];
+            assert!(unpermute_qk(&bytes, rows, heads).is_err(), "{rows}/{heads}");
+            assert!(permute_qk(&bytes, rows, heads).is_err(), "{rows}/{heads}");
+        }
+        assert!(unpermute_qk(&[0u8; 9], 4, 2).is_err());
     }
 }

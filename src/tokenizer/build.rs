@@ -61,6 +61,87 @@ fn string_array(f: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
     }
 }
 
+/// HF's SentencePieceExtractor: every split of a token into two vocabulary pieces is a merge,
+/// ranked by the merged token's score (higher first), ties by the pieces' ids.
+///
+/// Looking each split's two pieces up by their text costs O(len) per split, O(len²) per token:
+/// one 300k-character token took 10 s. Here each piece is found by a polynomial hash of its
+/// bytes (mod 2^61−1, random base) computed from prefix hashes in O(1), and compared byte for
+/// byte only when the hash and length match, so the work is linear in the vocabulary's bytes
+/// plus the merges found; a vocabulary whose merges would exceed [`MAX_MERGE_BYTES_PER_BYTE`]
+/// times its own size is refused.
+fn spm_merges(
+    tokens: &[String],
+    scores: &[f32],
+    vocab: &tokenizers::models::bpe::Vocab,
+) -> Result<Vec<(String, String)>> {
+    const P: u64 = (1 << 61) - 1;
+    let mul = |a: u64, b: u64| ((a as u128 * b as u128) % P as u128) as u64;
+    let base = 256 + rand::random::<u64>() % (P - 512);
+    let hash = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(0u64, |h, &b| (mul(h, base) + b as u64) % P)
+    };
+    // (hash, byte length, id) of every distinct token text, sorted for lookups.
+    let mut index: Vec<(u64, usize, u32)> = vocab
+        .iter()
+        .map(|(t, &id)| (hash(t.as_bytes()), t.len(), id))
+        .collect();
+    index.sort_unstable();
+    let find = |h: u64, piece: &[u8]| -> Option<u32> {
+        let start = index.partition_point(|e| (e.0, e.1) < (h, piece.len()));
+        index[start..]
+            .iter()
+            .take_while(|e| (e.0, e.1) == (h, piece.len()))
+            .find(|e| tokens.get(e.2 as usize).map(|t| t.as_bytes()) == Some(piece))
+            .map(|e| e.2)
+    };
+    let total: usize = tokens.iter().map(String::len).sum();
+    let budget = MAX_MERGE_BYTES_PER_BYTE * total + (1 << 20);
+    let mut used = 0usize;
+    let (mut prefix, mut pow): (Vec<u64>, Vec<u64>) = (vec![0], vec![1]);
+    let mut merges: Vec<(f32, u32, u32, usize, usize)> = Vec::new();
+    for (ti, (tok, &score)) in tokens.iter().zip(scores).enumerate() {
+        let b = tok.as_bytes();
+        prefix.truncate(1);
+        for &c in b {
+            let h = *prefix.last().unwrap_or(&0);
+            prefix.push((mul(h, base) + c as u64) % P);
+        }
+        while pow.len() <= b.len() {
+            let p = *pow.last().unwrap_or(&1);
+            pow.push(mul(p, base));
+        }
+        let n = b.len();
+        for (i, _) in tok.char_indices().skip(1) {
+            let hl = prefix[i];
+            let hr = (prefix[n] + P - mul(prefix[i], pow[n - i])) % P;
+            if let (Some(li), Some(ri)) = (find(hl, &b[..i]), find(hr, &b[i..])) {
+                used += n;
+                if used > budget {
+                    return Err(Error::Tokenizer(format!(
+                        "the vocabulary's {} tokens ({total} bytes) derive more than {budget} bytes of merges; refusing a crafted vocabulary",
+                        tokens.len()
+                    )));
+                }
+                merges.push((score, li, ri, ti, i));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(merges
+        .into_iter()
+        .map(|(_, _, _, ti, i)| {
+            let (l, r) = tokens[ti].split_at(i);
+            (l.to_string(), r.to_string())
+        })
+        .collect())
+}
+
+/// Merges may hold this many bytes per byte of token text (real sentencepiece vocabularies: ~2).
+const MAX_MERGE_BYTES_PER_BYTE: usize = 16;
+
 impl GgufVocab {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f
@@ -201,19 +282,7 @@ impl GgufVocab {
             .clone()
             .unwrap_or_else(|| (0..self.tokens.len()).map(|i| -(i as f32)).collect());
         let vocab = self.vocab_map();
-        // HF's SentencePieceExtractor: every split of a token into two known pieces is a merge,
-        // ranked by the merged token's score (higher first).
-        let mut merges: Vec<(f32, u32, u32, String, String)> = Vec::new();
-        for (tok, &score) in self.tokens.iter().zip(&scores) {
-            for (i, _) in tok.char_indices().skip(1) {
-                let (l, r) = tok.split_at(i);
-                if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
-                    merges.push((score, li, ri, l.to_string(), r.to_string()));
-                }
-            }
-        }
-        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let merges = merges.into_iter().map(|m| (m.3, m.4)).collect();
+        let merges = spm_merges(&self.tokens, &scores, &vocab)?;
         let unk = self
             .types
             .iter()
@@ -326,5 +395,81 @@ impl GgufVocab {
                 merges: Some(merges),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: every char-boundary split whose two halves are tokens.
+    fn naive(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
+        let vocab: std::collections::HashMap<&str, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as u32))
+            .collect();
+        let mut m: Vec<(f32, u32, u32, String, String)> = Vec::new();
+        for (tok, &score) in tokens.iter().zip(scores) {
+            for (i, _) in tok.char_indices().skip(1) {
+                let (l, r) = tok.split_at(i);
+                if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                    m.push((score, li, ri, l.to_string(), r.to_string()));
+                }
+            }
+        }
+        m.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        m.into_iter().map(|x| (x.3, x.4)).collect()
+    }
+
+    fn spm(tokens: &[&str]) -> GgufVocab {
+        let tokens: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
+        let n = tokens.len();
+        GgufVocab {
+            model: "llama".into(),
+            pre: "default".into(),
+            types: (0..n)
+                .map(|i| if i == 0 { TOKEN_UNKNOWN } else { 1 })
+                .collect(),
+            // Ties on purpose: the order then comes from the piece ids.
+            scores: Some((0..n).map(|i| -((i / 3) as f32)).collect()),
+            merges: None,
+            tokens,
+        }
+    }
+
+    #[test]
+    fn merges_match_the_pairwise_definition() {
+        let v = spm(&[
+            "<unk>", "a", "b", "ab", "ba", "aba", "abab", "é", "aé", "éa", "▁", "▁a", "▁ab", "b",
+            "ééé", "éé",
+        ]);
+        let scores = v.scores.clone().unwrap();
+        let got = spm_merges(&v.tokens, &scores, &v.vocab_map()).unwrap();
+        assert_eq!(got, naive(&v.tokens, &scores));
+        assert!(got.len() > 8, "{got:?}");
+        v.build().unwrap();
+    }
+
+    #[test]
+    fn a_very_long_token_builds_in_linear_time() {
+        // Defect 13: one 300k-character token made the build quadratic (10 s and more).
+        let long = "ab".repeat(50_000);
+        let v = spm(&["<unk>", "a", "b", "ab", &long]);
+        let t = std::time::Instant::now();
+        v.build().unwrap();
+        let s = t.elapsed().as_secs_f64();
+        assert!(s < 2.0, "building took {s:.1}s");
+    }
+
+    #[test]
+    fn a_vocabulary_that_derives_a_flood_of_merges_is_refused() {
+        // Runs of one letter, every length: each run splits into two runs at every position.
+        let runs: Vec<String> = (1..=600).map(|n| "a".repeat(n)).collect();
+        let mut tokens = vec!["<unk>"];
+        tokens.extend(runs.iter().map(String::as_str));
+        let v = spm(&tokens);
+        let e = v.build().unwrap_err().to_string();
+        assert!(e.contains("merges"), "{e}");
     }
 }
