@@ -5,6 +5,7 @@
 //! quantized) base weights plus optional LoRA adapters ([`lora`]); [`train`] optimises the
 //! adapters only; [`export`] merges and writes GGUF; [`eval`] and [`serve`] use the same model.
 
+pub mod budget;
 pub mod config;
 pub mod data;
 pub mod device;

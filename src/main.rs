@@ -8,8 +8,10 @@ use clap::Parser;
 /// activation-sized tensors per step, and glibc's allocator's fragmentation doubled peak RSS.
 /// `tune_allocator` stops it returning pages to the OS (their re-zeroing cost a quarter of
 /// a step).
+/// Wrapped in `ft::budget::Budgeted` so that chat templates from model files run with a
+/// memory budget (a hostile template cannot grow a string until the process aborts).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ft::budget::Budgeted<mimalloc::MiMalloc> = ft::budget::Budgeted(mimalloc::MiMalloc);
 
 fn main() {
     ft::device::tune_allocator();

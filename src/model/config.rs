@@ -312,7 +312,8 @@ impl Config {
             sliding_window: None,
             attention_bias: f.tensor_info("blk.0.attn_q.bias").is_some(),
         };
-        cfg.validate()?;
+        cfg.validate()
+            .map_err(|e| Error::format(&f.path, e.to_string()))?;
         Ok(cfg)
     }
 

@@ -104,7 +104,11 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     }
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let template = match file.get_str("tokenizer.chat_template") {
-        Some(src) => Some(ChatTemplate::new(src, &tokenizer)?),
+        Some(src) => Some(ChatTemplate::from_origin(
+            src,
+            &tokenizer,
+            &format!("tokenizer.chat_template of {}", path.display()),
+        )?),
         None => None,
     };
     let mut src = GgufSource {
