@@ -262,11 +262,25 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::format(&index, "missing `weight_map`"))?;
+    // Shards live in the folder: a name like `../../x` or `/x` would read files elsewhere.
     let mut files: Vec<PathBuf> = map
         .values()
         .filter_map(|f| f.as_str())
-        .map(|f| dir.join(f))
-        .collect();
+        .map(|f| {
+            let inside = !f.is_empty()
+                && Path::new(f)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if inside {
+                Ok(dir.join(f))
+            } else {
+                Err(Error::format(
+                    &index,
+                    format!("shard `{f}` is not a file name inside the folder"),
+                ))
+            }
+        })
+        .collect::<Result<_>>()?;
     files.sort();
     files.dedup();
     for f in &files {
