@@ -73,9 +73,9 @@ fn main() {
         tokens = bs * t;
         let (t0, c0) = (std::time::Instant::now(), cpu_seconds());
         let (loss, grads) = if ckpt {
-            checkpointed_grads(&loaded.model, &batch, 0, &opt.vars).unwrap()
+            checkpointed_grads(&loaded.model, &batch, &ft::model::Ctx::train(0), &opt.vars).unwrap()
         } else {
-            let l = batch_loss(&loaded.model, &batch, 0).unwrap();
+            let l = batch_loss(&loaded.model, &batch, &ft::model::Ctx::train(0)).unwrap();
             (
                 l.to_scalar::<f32>().unwrap() as f64,
                 opt.grads_of(&l.backward().unwrap()).unwrap(),

@@ -27,7 +27,7 @@ pub use values::Scheduler;
 pub use crate::{
     data::{DatasetConfig, FieldMap, Format, Paths},
     device::DeviceSpec,
-    eval::{EvalConfig, MmluConfig, TaskConfig},
+    eval::{EvalConfig, MmluConfig, SelectConfig, TaskConfig},
     lora::{LoraConfig, TargetModule, TargetModules},
     quant::BaseQuant,
     tokenizer::TemplateSpec,
@@ -138,6 +138,12 @@ pub struct TrainSpec {
     /// Default `runs/<recipe file stem>`.
     pub output_dir: PathBuf,
     pub log_every: usize,
+    /// NEFTune: uniform noise of this magnitude on the input embeddings while training (0 = off).
+    pub neftune_alpha: f64,
+    /// LoRA+: the B matrices' learning rate is this multiple of `lr` (1 = plain LoRA).
+    pub lora_plus_ratio: f64,
+    /// Choose the final adapter by the task metric on validation questions.
+    pub select: Option<SelectConfig>,
 }
 
 impl Default for TrainSpec {
@@ -160,6 +166,9 @@ impl Default for TrainSpec {
             keep_checkpoints: 3,
             output_dir: PathBuf::new(),
             log_every: 1,
+            neftune_alpha: 0.0,
+            lora_plus_ratio: 1.0,
+            select: None,
         }
     }
 }

@@ -42,12 +42,15 @@ fn setup(quant: Option<GgmlDType>) -> (Llama, Vec<(String, Var)>, ft::data::enco
 }
 
 fn loss(model: &Llama, b: &ft::data::encode::Batch) -> f64 {
-    batch_loss(model, b, 0).unwrap().to_scalar::<f32>().unwrap() as f64
+    batch_loss(model, b, &ft::model::Ctx::train(0))
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
 }
 
 fn check(quant: Option<GgmlDType>) {
     let (model, vars, batch) = setup(quant);
-    let l = batch_loss(&model, &batch, 0).unwrap();
+    let l = batch_loss(&model, &batch, &ft::model::Ctx::train(0)).unwrap();
     let grads = l.backward().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut worst = 0f64;
@@ -134,10 +137,11 @@ fn trainable_parameter_count_is_exact() {
 #[test]
 fn gradient_checkpointing_gives_the_same_gradients() {
     let (model, vars, batch) = setup(Some(GgmlDType::Q8_0));
-    let l = batch_loss(&model, &batch, 5).unwrap();
+    let l = batch_loss(&model, &batch, &ft::model::Ctx::train(5)).unwrap();
     let lv = l.to_scalar::<f32>().unwrap() as f64;
     let store = l.backward().unwrap();
-    let (cl, cg) = ft::train::checkpointed_grads(&model, &batch, 5, &vars).unwrap();
+    let (cl, cg) =
+        ft::train::checkpointed_grads(&model, &batch, &ft::model::Ctx::train(5), &vars).unwrap();
     assert!((lv - cl).abs() < 1e-6, "{lv} vs {cl}");
     for ((name, v), g) in vars.iter().zip(&cg) {
         let want = store.get(v.as_tensor()).unwrap();

@@ -147,7 +147,7 @@ fn training_loss_matches_pytorch_peft_step0() {
             segments: None,
             tokens: bs * t,
         };
-        let loss = ft::train::batch_loss(&loaded.model, &batch, 0)
+        let loss = ft::train::batch_loss(&loaded.model, &batch, &ft::model::Ctx::train(0))
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;

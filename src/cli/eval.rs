@@ -8,7 +8,6 @@ use clap::Args;
 use ft::device::DeviceSpec;
 use ft::eval::mmlu::Style;
 use ft::eval::plan::{EvalEvent, Results};
-use ft::eval::report::side_by_side;
 use ft::eval::{EvalPlan, EvalSettings};
 use ft::model::LoadOptions;
 use ft::quant::MatmulMode;
@@ -158,6 +157,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if plan.is_empty() {
         bail!("nothing to evaluate: give --mmlu, --perplexity or --task (or a recipe with an eval: section)");
     }
+    let results = run_plan(&plan)?;
+    print(&a, &results)
+}
+
+/// Run `plan` with progress bars and its notes on stderr.
+pub fn run_plan(plan: &EvalPlan) -> Result<Vec<Results>> {
     let mut current: Option<(String, ProgressBar)> = None;
     let results = plan.run(&mut |ev| match ev {
         EvalEvent::Progress {
@@ -188,7 +193,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some((_, b)) = current.take() {
         b.finish_and_clear();
     }
-    print(&a, &results?)
+    Ok(results?)
 }
 
 fn print(a: &EvalArgs, results: &[Results]) -> Result<()> {
@@ -219,37 +224,15 @@ fn print(a: &EvalArgs, results: &[Results]) -> Result<()> {
         return Ok(());
     }
     let (b, t) = (&results[0], &results[1]);
-    let mut rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
     if let (Some(mb), Some(mt)) = (&b.mmlu, &t.mmlu) {
         println!("{}", ft::eval::report::compare(mb, mt));
-        rows.push((
-            "MMLU micro acc".into(),
-            Some(mb.micro.acc),
-            Some(mt.micro.acc),
-        ));
-        rows.push((
-            "MMLU macro acc".into(),
-            Some(mb.macro_.acc),
-            Some(mt.macro_.acc),
-        ));
     }
-    rows.push((
-        "perplexity".into(),
-        b.perplexity.as_ref().map(|p| p.ppl),
-        t.perplexity.as_ref().map(|p| p.ppl),
-    ));
-    rows.push(("held-out loss".into(), b.dataset_loss, t.dataset_loss));
-    rows.push((
-        "task fact-match rate".into(),
-        b.task.as_ref().map(|x| x.fact_match_rate),
-        t.task.as_ref().map(|x| x.fact_match_rate),
-    ));
-    rows.push((
-        "task fact recall".into(),
-        b.task.as_ref().map(|x| x.fact_recall),
-        t.task.as_ref().map(|x| x.fact_recall),
-    ));
-    rows.retain(|r| r.1.is_some() || r.2.is_some());
-    println!("{} vs {}\n{}", b.label, t.label, side_by_side(&rows));
+    println!("{}", card(b, t));
     Ok(())
+}
+
+/// The quality card (base vs tuned) as a markdown table.
+pub fn card(b: &Results, t: &Results) -> String {
+    let rows = ft::eval::card::rows(b, t);
+    ft::eval::card::markdown(&rows, &b.label, &t.label)
 }

@@ -41,6 +41,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         seed: a.seed,
+        weight: 1.0,
     };
     let loaded = a.model.load()?;
     let template = ChatTemplate::choose(None, loaded.template.as_ref(), &loaded.tokenizer)?;

@@ -36,7 +36,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let opts = recipe.load_options()?;
     let mut loaded = load(&recipe.model.path, &opts)
         .with_context(|| format!("model.path `{}`", recipe.model.path.display()))?;
-    let prepared = train::prepare(&recipe, &loaded)?;
+    let prepared = train::prepare_with(&recipe, &loaded, |what, done, total| {
+        eprint!("\rft: {what} {done}/{total}   ");
+        if done == total {
+            eprintln!();
+        }
+    })?;
+    if let Some((path, cached)) = &prepared.replay {
+        let how = if *cached {
+            "cached in"
+        } else {
+            "generated into"
+        };
+        eprintln!("ft: replay data {how} {}", path.display());
+    }
+    if prepared.sources.len() > 1 {
+        let parts: Vec<String> = prepared
+            .sources
+            .iter()
+            .map(|s| format!("{} x{}: {}", s.name, s.weight, s.examples))
+            .collect();
+        eprintln!("ft: training sources: {}", parts.join("; "));
+    }
     let s = &prepared.train_stats;
     eprintln!(
         "ft: {} training examples ({} tokens, {} trained on; {} truncated to {}, {} dropped with nothing to learn, {} records skipped by the reader); {} eval examples",
@@ -91,6 +112,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     eprintln!("step {step}: checkpoint {}", path.display());
                 }
             }
+            Event::Selected {
+                step,
+                fact_match,
+                fact_recall,
+                best_step,
+            } => {
+                let line = format!(
+                    "step {step}: validation fact-match {:.1}%, recall {:.1}% (best: step {best_step})",
+                    fact_match * 100.0,
+                    fact_recall * 100.0
+                );
+                if quiet {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
         }
         true
     })?;
@@ -104,11 +142,31 @@ pub fn run(a: TrainArgs) -> Result<()> {
         summary.peak_rss_mib,
         summary.adapter_dir.display()
     );
+    if let Some(b) = summary.selected {
+        eprintln!(
+            "ft: adapter from step {} (validation fact-match {:.1}%, recall {:.1}%)",
+            b.step,
+            b.fact_match * 100.0,
+            b.fact_recall * 100.0
+        );
+    }
     if let (Some(b), Some(a)) = (summary.eval_loss_before, summary.eval_loss_after) {
         eprintln!(
             "ft: eval loss {b:.4} -> {a:.4} ({:+.1}%)",
             (a - b) / b * 100.0
         );
+    }
+    if recipe.eval.after_train {
+        // Exactly what `ft eval RECIPE` runs, on the adapter just written.
+        drop(loaded);
+        let plan = recipe.eval_plan(&ft::eval::EvalSettings::default())?;
+        if !plan.is_empty() {
+            let results = super::eval::run_plan(&plan)?;
+            // On stderr: stdout holds the JSON summary.
+            if let [b, t] = results.as_slice() {
+                eprintln!("{}", super::eval::card(b, t));
+            }
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use super::example::{Example, FieldMap, Format};
+use super::replay::ReplaySpec;
 use crate::config::{ensure, null_default, ConfigError};
 use crate::error::{Error, Result};
 
@@ -37,10 +38,58 @@ pub struct DatasetConfig {
     /// Also train on prompt/user tokens (default: only on the answer).
     #[serde(default)]
     pub train_on_prompt: bool,
+    /// More training sources mixed into `train`, each with its own format, fields and weight.
+    #[serde(default)]
+    pub mix: Vec<MixSource>,
+    /// The base model's own conversations or texts mixed in (self-distillation replay), to
+    /// keep its general behaviour; generated once and cached.
+    #[serde(default)]
+    pub replay: Option<ReplaySpec>,
 }
 
 fn d_max_seq_len() -> usize {
     512
+}
+
+/// `dataset.mix[]`: one more training source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSource {
+    pub path: Paths,
+    /// Default: `dataset.format`.
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// Default: `dataset.fields`.
+    #[serde(default)]
+    pub fields: Option<FieldMap>,
+    /// Copies of the source per epoch: 1 = each example once, 0.5 = a seeded half, 2 = twice.
+    #[serde(default = "d_weight")]
+    pub weight: f64,
+}
+
+pub(crate) fn d_weight() -> f64 {
+    1.0
+}
+
+/// `weight` copies of `examples`: the whole part as full copies, the fraction as a seeded
+/// sample without replacement (the same for the same seed, so a resumed run sees the same data).
+pub fn weighted(examples: Vec<Example>, weight: f64, seed: u64) -> Vec<Example> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let whole = weight.floor() as usize;
+    let part = ((weight - weight.floor()) * examples.len() as f64).round() as usize;
+    let mut idx: Vec<usize> = (0..examples.len()).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut out = Vec::with_capacity(examples.len() * whole + part);
+    for _ in 0..whole {
+        out.extend(examples.iter().cloned());
+    }
+    out.extend(
+        idx[..part.min(idx.len())]
+            .iter()
+            .map(|&i| examples[i].clone()),
+    );
+    out
 }
 
 /// The examples of a run: training rows and held-out rows.
@@ -50,6 +99,16 @@ pub struct Split {
     pub eval: Vec<Example>,
     /// Records the readers skipped (empty turns etc.), train and eval files together.
     pub skipped: usize,
+    /// How many training examples each source gave (after its weight).
+    pub sources: Vec<Source>,
+}
+
+/// One training source's share of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub name: String,
+    pub examples: usize,
+    pub weight: f64,
 }
 
 impl DatasetConfig {
@@ -64,6 +123,8 @@ impl DatasetConfig {
             max_seq_len: d_max_seq_len(),
             packing: false,
             train_on_prompt: false,
+            mix: Vec::new(),
+            replay: None,
         }
     }
 
@@ -92,12 +153,31 @@ impl DatasetConfig {
             "dataset.max_seq_len must be >= 8 (got {})",
             self.max_seq_len
         );
+        for m in &self.mix {
+            ensure!(
+                m.weight.is_finite() && (0.0..=100.0).contains(&m.weight),
+                "dataset.mix",
+                "dataset.mix[].weight must be in [0, 100] (got {})",
+                m.weight
+            );
+        }
+        if let Some(r) = &self.replay {
+            if let Err(e) = r.validate() {
+                return Err(ConfigError {
+                    key: "dataset.replay",
+                    msg: format!("dataset.{e}"),
+                });
+            }
+        }
         Ok(())
     }
 
     /// Check that the named files exist (globs expanded).
     pub fn check_paths(&self) -> Result<()> {
         self.train.resolve("dataset.train")?;
+        for m in &self.mix {
+            m.path.resolve("dataset.mix[].path")?;
+        }
         if let Some(e) = &self.eval {
             e.resolve("dataset.eval")?;
         }
@@ -119,10 +199,37 @@ impl DatasetConfig {
             (None, Some(frac)) => super::split_eval(train.examples, frac, seed),
             (None, None) => (train.examples, Vec::new()),
         };
+        let mut sources = vec![Source {
+            name: "dataset.train".into(),
+            examples: train.len(),
+            weight: 1.0,
+        }];
+        let mut train = train;
+        for (i, m) in self.mix.iter().enumerate() {
+            let fields = m.fields.as_ref().unwrap_or(&self.fields);
+            let r = super::read_examples(
+                &m.path.resolve("dataset.mix[].path")?,
+                m.format.unwrap_or(self.format),
+                fields,
+            )?;
+            skipped += r.skipped.len();
+            let picked = weighted(
+                r.examples,
+                m.weight,
+                crate::lora::mix(seed, 0x313 + i as u64),
+            );
+            sources.push(Source {
+                name: format!("dataset.mix[{i}] {}", m.path.0.join(",")),
+                examples: picked.len(),
+                weight: m.weight,
+            });
+            train.extend(picked);
+        }
         Ok(Split {
             train,
             eval,
             skipped,
+            sources,
         })
     }
 }
@@ -255,5 +362,58 @@ mod tests {
         assert_eq!((s.train.len(), s.eval.len()), (10, 1));
         c.eval_split = Some(0.5);
         assert_eq!(c.check().unwrap_err().key, "dataset.eval_split");
+    }
+
+    #[test]
+    fn weights_copy_whole_parts_and_sample_fractions_by_seed() {
+        let ex: Vec<Example> = (0..10)
+            .map(|i| Example::Text {
+                text: format!("t{i}"),
+            })
+            .collect();
+        assert_eq!(weighted(ex.clone(), 1.0, 3), ex);
+        assert!(weighted(ex.clone(), 0.0, 3).is_empty());
+        let half = weighted(ex.clone(), 0.5, 3);
+        assert_eq!(half.len(), 5);
+        assert_eq!(half, weighted(ex.clone(), 0.5, 3));
+        assert_ne!(half, weighted(ex.clone(), 0.5, 4));
+        let mut distinct = half.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5, "sampled without replacement");
+        let more = weighted(ex.clone(), 2.3, 3);
+        assert_eq!(more.len(), 23);
+        assert_eq!(&more[..10], &ex[..]);
+    }
+
+    #[test]
+    fn mix_sources_read_with_their_own_format_and_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let chat = dir.path().join("c.jsonl");
+        let mut lines = String::new();
+        for i in 0..4 {
+            lines.push_str(&format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"q{i}\"}}, {{\"role\": \"assistant\", \"content\": \"a{i}\"}}]}}\n"
+            ));
+        }
+        std::fs::write(&chat, lines).unwrap();
+        let text = dir.path().join("t.jsonl");
+        std::fs::write(&text, "{\"body\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();
+        let mut c = DatasetConfig::new(Paths(vec![chat.display().to_string()]));
+        c.mix.push(MixSource {
+            path: Paths(vec![text.display().to_string()]),
+            format: Some(Format::Text),
+            fields: Some(FieldMap {
+                text: "body".into(),
+                ..Default::default()
+            }),
+            weight: 2.0,
+        });
+        let s = c.read(1).unwrap();
+        assert_eq!(s.train.len(), 4 + 4);
+        assert_eq!(s.sources.len(), 2);
+        assert_eq!(s.sources[1].examples, 4);
+        assert!(matches!(s.train[4], Example::Text { .. }));
+        c.mix[0].weight = -1.0;
+        assert_eq!(c.check().unwrap_err().key, "dataset.mix");
     }
 }

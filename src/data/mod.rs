@@ -13,7 +13,7 @@ pub mod replay;
 mod split;
 
 pub(crate) use config::{cwd_note, key_error};
-pub use config::{DatasetConfig, Paths, Split};
+pub use config::{weighted, DatasetConfig, MixSource, Paths, Source, Split};
 pub use example::{Example, FieldMap, Format};
 pub use read::{expand_paths, read_examples, ReadReport, EXTENSIONS};
 pub use split::split_eval;

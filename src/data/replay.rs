@@ -39,6 +39,8 @@ pub struct ReplaySpec {
     /// Sampling temperature for the user turns (chat) or the texts.
     pub temperature: f64,
     pub seed: u64,
+    /// Copies per epoch when mixed into training (as `dataset.mix[].weight`).
+    pub weight: f64,
 }
 
 impl Default for ReplaySpec {
@@ -49,6 +51,7 @@ impl Default for ReplaySpec {
             max_new_tokens: 320,
             temperature: 1.0,
             seed: 0,
+            weight: 1.0,
         }
     }
 }
@@ -65,6 +68,12 @@ impl ReplaySpec {
             return Err(Error::invalid(format!(
                 "replay.max_new_tokens must be in 1..=4096 (got {})",
                 self.max_new_tokens
+            )));
+        }
+        if !(self.weight.is_finite() && (0.0..=100.0).contains(&self.weight)) {
+            return Err(Error::invalid(format!(
+                "replay.weight must be in [0, 100] (got {})",
+                self.weight
             )));
         }
         if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
@@ -215,7 +224,11 @@ pub fn cache_path(
     let mut h = Sha256::new();
     h.update(model_identity(model_path)?);
     h.update(template.source.as_bytes());
-    h.update(serde_json::to_vec(spec)?);
+    // What is generated, not how much of it is mixed in.
+    h.update(serde_json::to_vec(&ReplaySpec {
+        weight: 1.0,
+        ..spec.clone()
+    })?);
     let key: String = h
         .finalize()
         .iter()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::mmlu::{category_of, display_subject, SUBJECTS};
+use super::mmlu::{category_of, display_subject, Style, SUBJECTS};
 use crate::config::{ensure, ConfigError};
 use crate::error::Result;
 
@@ -18,6 +18,8 @@ pub struct EvalConfig {
     pub task: Option<TaskConfig>,
     /// A jsonl/text file to report perplexity on.
     pub perplexity: Option<PathBuf>,
+    /// `ft train` ends with this evaluation (the quality card, base vs tuned).
+    pub after_train: bool,
 }
 
 /// `eval.mmlu:` multiple-choice accuracy.
@@ -31,6 +33,9 @@ pub struct MmluConfig {
     pub shots: usize,
     /// At most this many questions per subject.
     pub limit: Option<usize>,
+    /// `letter` (lm-evaluation-harness: the log-prob of " A".." D") or `cloze` (the
+    /// log-likelihood of each answer's text, as the SmolLM2 card reports).
+    pub style: Style,
 }
 
 impl Default for MmluConfig {
@@ -40,6 +45,7 @@ impl Default for MmluConfig {
             subjects: Vec::new(),
             shots: 0,
             limit: None,
+            style: Style::Letter,
         }
     }
 }
@@ -51,6 +57,56 @@ pub struct TaskConfig {
     pub path: PathBuf,
     #[serde(default = "d_max_new_tokens")]
     pub max_new_tokens: usize,
+    /// Also ask every question after this system prompt (a second task row in the report).
+    #[serde(default)]
+    pub system: Option<String>,
+}
+
+/// `train.select:` choose the final adapter by the task metric on validation questions (never
+/// the held-out set): fact-match every `every` steps; the best checkpoint becomes the adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectConfig {
+    /// Validation questions, in the task format (`{"question", "facts"}` per line).
+    pub task: PathBuf,
+    /// Steps between evaluations (also at the last step).
+    pub every: usize,
+    #[serde(default = "d_select_tokens")]
+    pub max_new_tokens: usize,
+    /// Stop after this many evaluations without improvement (0 = never stop early).
+    #[serde(default)]
+    pub patience: usize,
+}
+
+fn d_select_tokens() -> usize {
+    64
+}
+
+impl SelectConfig {
+    pub fn check(&self, eval: &EvalConfig) -> std::result::Result<(), ConfigError> {
+        ensure!(
+            self.every >= 1,
+            "train.select.every",
+            "train.select.every must be >= 1 (got {})",
+            self.every
+        );
+        ensure!(
+            self.max_new_tokens >= 1,
+            "train.select.max_new_tokens",
+            "train.select.max_new_tokens must be >= 1 (got {})",
+            self.max_new_tokens
+        );
+        // Choosing checkpoints on the held-out questions would make their score optimistic.
+        if let Some(t) = &eval.task {
+            ensure!(
+                t.path != self.task,
+                "train.select.task",
+                "train.select.task is eval.task.path (`{}`): choose checkpoints on separate validation questions, or the held-out score is no longer held out",
+                t.path.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 fn d_max_new_tokens() -> usize {

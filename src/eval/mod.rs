@@ -3,6 +3,7 @@
 //! decides what `ft eval` runs on which model and runs it; [`EvalConfig`] is a recipe's `eval:`
 //! section.
 
+pub mod card;
 pub mod config;
 pub mod loss;
 pub mod mmlu;
@@ -13,5 +14,5 @@ pub mod scorer;
 pub mod stats;
 pub mod task;
 
-pub use config::{EvalConfig, MmluConfig, TaskConfig};
+pub use config::{EvalConfig, MmluConfig, SelectConfig, TaskConfig};
 pub use plan::{EvalPlan, EvalSettings, TrainedRun};

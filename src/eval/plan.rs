@@ -123,6 +123,8 @@ impl LossPlan {
 pub struct TaskPlan {
     pub path: PathBuf,
     pub max_new_tokens: usize,
+    /// Also ask every question after this system prompt.
+    pub system: Option<String>,
 }
 
 /// One column of the report: a label and the adapter slot (None = the base alone).
@@ -172,9 +174,14 @@ impl EvalPlan {
             seed: run.seed,
             batch_size: run.batch_size,
         };
+        // The held-out loss of the run's eval data, and the perplexity of a general text: the
+        // two halves of the quality card (a dataset file as `eval.perplexity` is scored as loss).
         let (perplexity, loss) = match &cfg.perplexity {
             Some(p) if is_data_file(p) => (None, Some(loss(Some(p.clone())))),
-            Some(p) => (Some(text_plan(p, s)), None),
+            Some(p) => (
+                Some(text_plan(p, s)),
+                run.data.has_eval().then(|| loss(None)),
+            ),
             None => (None, run.data.has_eval().then(|| loss(None))),
         };
         Ok(EvalPlan {
@@ -204,7 +211,10 @@ impl EvalPlan {
                 } else {
                     m.subjects.join(",")
                 },
-                options: mmlu_options(m.shots, m.limit, s),
+                options: MmluOptions {
+                    style: m.style,
+                    ..mmlu_options(m.shots, m.limit, s)
+                },
                 reuse_prefix: s.reuse_prefix,
             }),
             perplexity,
@@ -212,6 +222,7 @@ impl EvalPlan {
             task: cfg.task.as_ref().map(|t| TaskPlan {
                 path: t.path.clone(),
                 max_new_tokens: t.max_new_tokens,
+                system: t.system.clone(),
             }),
         })
     }
@@ -309,6 +320,7 @@ impl EvalPlan {
         self.task = Some(TaskPlan {
             path: path.to_path_buf(),
             max_new_tokens,
+            system: None,
         });
         self
     }
@@ -412,14 +424,15 @@ impl EvalPlan {
         }
         if let Some(t) = &self.task {
             let items = task::load(&t.path)?;
+            let mut opts = task::TaskOptions::new(t.max_new_tokens);
             let step = progress(on, label, "task");
-            let rep = task::run(
+            let rep = task::run_with(
                 &loaded.model,
                 &loaded.tokenizer,
                 &template,
                 ctx,
                 &items,
-                t.max_new_tokens,
+                &opts,
                 step,
             )?;
             on(EvalEvent::Note(format!(
@@ -427,6 +440,24 @@ impl EvalPlan {
                 rep.fact_match_rate, rep.questions, rep.fact_recall
             )));
             r.task = Some(rep);
+            if let Some(sys) = &t.system {
+                opts.system = Some(sys.clone());
+                let step = progress(on, label, "task (system prompt)");
+                let rep = task::run_with(
+                    &loaded.model,
+                    &loaded.tokenizer,
+                    &template,
+                    ctx,
+                    &items,
+                    &opts,
+                    step,
+                )?;
+                on(EvalEvent::Note(format!(
+                    "ft eval [{label}]: with the system prompt: fact-match {:.3}, fact recall {:.3}",
+                    rep.fact_match_rate, rep.fact_recall
+                )));
+                r.task_system = Some(rep);
+            }
         }
         Ok(r)
     }
@@ -488,4 +519,6 @@ pub struct Results {
     pub perplexity: Option<Perplexity>,
     pub dataset_loss: Option<f64>,
     pub task: Option<TaskReport>,
+    /// The task asked after `eval.task.system`.
+    pub task_system: Option<TaskReport>,
 }

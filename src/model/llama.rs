@@ -327,6 +327,26 @@ impl Llama {
         self.rope.max_positions()
     }
 
+    /// The embeddings a pass under `ctx` starts from: in training with `ctx.neftune` = α > 0,
+    /// plus NEFTune noise (Jain et al. 2023, arXiv:2310.05914): uniform in ±α/√(L·d) for L
+    /// positions of width d, drawn from `ctx.seed` so a resumed run draws the same noise.
+    pub fn embed_for(&self, tokens: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let x = self.embed(tokens)?;
+        if !ctx.train || ctx.neftune <= 0.0 {
+            return Ok(x);
+        }
+        use rand::{Rng, SeedableRng};
+        let (b, l, d) = x.dims3()?;
+        let mag = (ctx.neftune / ((l * d) as f64).sqrt()) as f32;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(crate::lora::mix(ctx.seed, 0x4ef7));
+        let noise: Vec<f32> = (0..b * l * d)
+            .map(|_| rng.random_range(-mag..=mag))
+            .collect();
+        let noise = Tensor::from_vec(noise, (b, l, d), &Device::Cpu)?.to_device(x.device())?;
+        let noise = noise.to_dtype(x.dtype())?;
+        Ok((x + noise)?)
+    }
+
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         Ok(match &self.embed_tokens {
             FrozenWeight::Quantized(q) => q.embedding(tokens)?,
@@ -358,7 +378,7 @@ impl Llama {
                 self.max_positions()
             )));
         }
-        let mut x = self.embed(tokens)?;
+        let mut x = self.embed_for(tokens, ctx)?;
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, i, pos, &self.rope, cache.as_deref_mut(), segments, ctx)?;
         }
@@ -431,4 +451,38 @@ fn check_dims(name: &str, w: &FrozenWeight, want: &[usize]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NEFTune noise: only in training with α > 0, bounded by α/√(L·d), and the same for the
+    /// same seed (a resumed run draws the same noise).
+    #[test]
+    fn neftune_noise_is_bounded_seeded_and_training_only() {
+        let model = crate::testing::tiny_model(1, None).unwrap();
+        let tokens = Tensor::new(&[[1u32, 2, 3, 4, 5, 6]], &Device::Cpu).unwrap();
+        let clean = model.embed(&tokens).unwrap();
+        let diff = |ctx: &Ctx| {
+            (model.embed_for(&tokens, ctx).unwrap() - &clean)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let alpha = 5.0;
+        let train = Ctx::train(7).with_neftune(alpha);
+        let d = diff(&train);
+        let bound = alpha / ((6 * model.config.hidden_size) as f64).sqrt();
+        assert!(d.iter().all(|x| (*x as f64).abs() <= bound + 1e-6));
+        assert!(d.iter().map(|x| x.abs()).fold(0f32, f32::max) as f64 > bound * 0.5);
+        assert_eq!(d, diff(&train), "same seed, same noise");
+        assert_ne!(d, diff(&Ctx::train(8).with_neftune(alpha)));
+        let off = |ctx: &Ctx| diff(ctx).iter().all(|x| *x == 0.0);
+        assert!(off(&Ctx::train(7)), "alpha 0 adds nothing");
+        let infer = Ctx::infer(crate::quant::MatmulMode::Exact, None).with_neftune(alpha);
+        assert!(off(&infer), "never at inference");
+    }
 }

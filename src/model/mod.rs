@@ -31,15 +31,26 @@ pub struct Ctx {
     pub train: bool,
     /// Dropout seed for this step (training only).
     pub seed: u64,
+    /// NEFTune noise on the input embeddings (training only; 0 = off).
+    pub neftune: f64,
 }
 
 impl Ctx {
+    /// The same pass with NEFTune noise of magnitude `alpha` on the embeddings.
+    pub fn with_neftune(self, alpha: f64) -> Self {
+        Ctx {
+            neftune: alpha,
+            ..self
+        }
+    }
+
     pub fn infer(mode: MatmulMode, adapter: Option<usize>) -> Self {
         Ctx {
             mode,
             adapter,
             train: false,
             seed: 0,
+            neftune: 0.0,
         }
     }
 
@@ -50,6 +61,7 @@ impl Ctx {
             adapter: Some(0),
             train: true,
             seed,
+            neftune: 0.0,
         }
     }
 }

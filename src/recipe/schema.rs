@@ -25,6 +25,19 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "max_seq_len",
             "packing",
             "train_on_prompt",
+            "mix",
+            "replay",
+        ],
+    ),
+    (
+        "dataset.replay",
+        &[
+            "kind",
+            "samples",
+            "max_new_tokens",
+            "temperature",
+            "seed",
+            "weight",
         ],
     ),
     (
@@ -65,12 +78,22 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "keep_checkpoints",
             "output_dir",
             "log_every",
+            "neftune_alpha",
+            "lora_plus_ratio",
+            "select",
         ],
     ),
+    (
+        "train.select",
+        &["task", "every", "max_new_tokens", "patience"],
+    ),
     ("logging", &["tensorboard", "metrics_jsonl"]),
-    ("eval", &["mmlu", "task", "perplexity"]),
-    ("eval.mmlu", &["path", "subjects", "shots", "limit"]),
-    ("eval.task", &["path", "max_new_tokens"]),
+    ("eval", &["mmlu", "task", "perplexity", "after_train"]),
+    (
+        "eval.mmlu",
+        &["path", "subjects", "shots", "limit", "style"],
+    ),
+    ("eval.task", &["path", "max_new_tokens", "system"]),
 ];
 
 /// Names other fine-tuning tools (axolotl, HF Trainer, PEFT, mlx-lm) use for our keys.
@@ -109,6 +132,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("val_set_size", "eval_split"),
     ("type", "format"),
     ("tb", "tensorboard"),
+    ("neftune_noise_alpha", "neftune_alpha"),
+    ("loraplus_lr_ratio", "lora_plus_ratio"),
 ];
 
 pub(crate) fn keys_of(section: &str) -> Option<&'static [&'static str]> {

@@ -184,6 +184,14 @@ fn schema_matches_structs() {
     r.eval.task = Some(TaskConfig {
         path: "t".into(),
         max_new_tokens: 1,
+        system: None,
+    });
+    r.dataset.replay = Some(crate::data::replay::ReplaySpec::default());
+    r.train.select = Some(crate::eval::SelectConfig {
+        task: "v".into(),
+        every: 1,
+        max_new_tokens: 1,
+        patience: 0,
     });
     let tree = serde_yaml_ng::to_value(&r).unwrap();
     for (section, keys) in schema::SECTIONS {

@@ -106,6 +106,23 @@ impl Recipe {
             "train.log_every must be >= 1 (got {})",
             t.log_every
         );
+        ensure!(
+            t.neftune_alpha.is_finite() && (0.0..=100.0).contains(&t.neftune_alpha),
+            "train.neftune_alpha",
+            "train.neftune_alpha must be in [0, 100]; 0 disables NEFTune (got {})",
+            t.neftune_alpha
+        );
+        ensure!(
+            t.lora_plus_ratio.is_finite()
+                && (0.0..=1000.0).contains(&t.lora_plus_ratio)
+                && t.lora_plus_ratio > 0.0,
+            "train.lora_plus_ratio",
+            "train.lora_plus_ratio must be in (0, 1000]; 1 is plain LoRA (got {})",
+            t.lora_plus_ratio
+        );
+        if let Some(s) = &t.select {
+            s.check(&self.eval)?;
+        }
         self.eval.check()
     }
 

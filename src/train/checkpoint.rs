@@ -21,6 +21,9 @@ pub struct TrainerState {
     pub seed: u64,
     pub last_loss: Option<f64>,
     pub best_eval_loss: Option<f64>,
+    /// `train.select`'s best evaluation so far (its adapter is in `output_dir/best/`).
+    #[serde(default)]
+    pub select_best: Option<super::select::Best>,
 }
 
 pub fn save(

@@ -59,6 +59,25 @@ impl Metrics {
         }
         Ok(())
     }
+
+    /// `train.select`'s task scores on the validation questions at `step`.
+    pub fn select(&mut self, step: usize, fact_match: f64, fact_recall: f64) -> Result<()> {
+        if let Some(w) = self.tensorboard.as_mut() {
+            w.add_scalar("select/fact_match", fact_match as f32, step as i64)?;
+            w.add_scalar("select/fact_recall", fact_recall as f32, step as i64)?;
+            w.flush()?;
+        }
+        if let Some(log) = self.jsonl.as_mut() {
+            log.log(
+                step as u64,
+                &[
+                    ("select_fact_match", fact_match),
+                    ("select_fact_recall", fact_recall),
+                ],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

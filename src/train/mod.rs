@@ -10,11 +10,12 @@ pub mod metrics;
 pub mod optim;
 pub mod prepare;
 pub mod schedule;
+pub mod select;
 pub mod step;
 pub mod tensorboard;
 
 pub use metrics::Metrics;
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, prepare_with, Prepared};
 pub use step::{
     attach_adapters, batch_loss, checkpointed_grads, eval_loss, train_step, trainable_params,
     StepStats,
@@ -38,6 +39,8 @@ pub struct Summary {
     pub seconds: f64,
     pub peak_rss_mib: f64,
     pub adapter_dir: PathBuf,
+    /// With `train.select`: the step whose adapter was kept, and its validation scores.
+    pub selected: Option<select::Best>,
 }
 
 /// Events the trainer reports (the CLI draws the progress bar from these).
@@ -62,6 +65,13 @@ pub enum Event<'a> {
         step: usize,
         path: &'a std::path::Path,
     },
+    /// `train.select` scored the adapter on the validation questions.
+    Selected {
+        step: usize,
+        fact_match: f64,
+        fact_recall: f64,
+        best_step: usize,
+    },
 }
 
 /// Run the recipe's training. `resume` continues from the newest checkpoint in output_dir.
@@ -76,9 +86,21 @@ pub fn train(
     let t = &r.train;
     std::fs::create_dir_all(&t.output_dir).map_err(|e| Error::io(&t.output_dir, e))?;
     let vars = attach_adapters(&mut loaded.model, &r.lora, t.seed)?;
-    let mut opt = AdamW::new(vars, t.weight_decay)?;
+    let mut opt = AdamW::new(vars, t.weight_decay)?.with_lora_plus(t.lora_plus_ratio);
+    let template = r.template(loaded)?;
+    let mut select = match &t.select {
+        Some(cfg) => Some(select::Selector::new(cfg, &loaded.tokenizer, template)?),
+        None => None,
+    };
     let start = match checkpoint::list(&t.output_dir).pop().filter(|_| resume) {
-        Some((_, dir)) => checkpoint::restore(&dir, &mut loaded.model, &mut opt)?.step,
+        Some((_, dir)) => {
+            let state = checkpoint::restore(&dir, &mut loaded.model, &mut opt)?;
+            if let Some(s) = select.as_mut() {
+                let best_dir = select::Selector::best_dir(&t.output_dir);
+                s.resume(state.select_best, &best_dir, &opt.vars)?;
+            }
+            state.step
+        }
         None => 0,
     };
     let run = Run {
@@ -99,6 +121,7 @@ pub fn train(
     });
     let mut tally = Tally::new(start, eval_before);
     let mut stopped = false;
+    let mut early = false;
     for step in start..run.total {
         let s = train_step(run.model, &mut opt, prepared, t, step, run.total, run.pad)?;
         let done = step + 1;
@@ -119,18 +142,40 @@ pub fn train(
             tally.last_eval = loss.or(tally.last_eval);
             go_on &= more;
         }
-        if t.save_every.is_some_and(|n| n > 0 && done % n == 0) || done == run.total {
+        if let Some(sel) = select.as_mut().filter(|s| s.due(done, run.total)) {
+            let base = run.base_name();
+            let (rep, more) =
+                sel.evaluate(run.model, &opt.vars, &r.lora, &base, &t.output_dir, done)?;
+            let best = sel.best.map(|b| b.step).unwrap_or(done);
+            metrics.select(done, rep.fact_match_rate, rep.fact_recall)?;
+            go_on &= on_event(Event::Selected {
+                step: done,
+                fact_match: rep.fact_match_rate,
+                fact_recall: rep.fact_recall,
+                best_step: best,
+            });
+            tally.select_best = sel.best;
+            early = !more;
+        }
+        if t.save_every.is_some_and(|n| n > 0 && done % n == 0) || done == run.total || early {
             go_on &= run.checkpoint(done, &opt, &tally, &mut on_event)?;
         }
         if !go_on {
             stopped = true;
             break;
         }
+        if early {
+            break;
+        }
     }
     let eval_after = if stopped {
         None
     } else {
-        let (loss, _) = run.evaluate(run.total, &mut metrics, &mut on_event)?;
+        // With `train.select`, the final adapter is the best one it saw.
+        if let Some(sel) = &select {
+            sel.restore_best(&opt.vars)?;
+        }
+        let (loss, _) = run.evaluate(tally.steps, &mut metrics, &mut on_event)?;
         // The final adapter, PEFT layout, at the top of output_dir.
         peft::save(run.model, 0, &r.lora, &run.base_name(), &t.output_dir)?;
         loss
@@ -190,6 +235,7 @@ impl Run<'_> {
             seed: t.seed,
             last_loss: tally.last_loss,
             best_eval_loss: tally.last_eval,
+            select_best: tally.select_best,
         };
         let base = self.base_name();
         let path = checkpoint::save(
@@ -214,6 +260,7 @@ struct Tally {
     last_loss: Option<f64>,
     eval_before: Option<f64>,
     last_eval: Option<f64>,
+    select_best: Option<select::Best>,
 }
 
 impl Tally {
@@ -227,6 +274,7 @@ impl Tally {
             last_loss: None,
             eval_before,
             last_eval: eval_before,
+            select_best: None,
         }
     }
 
@@ -249,6 +297,7 @@ impl Tally {
             seconds,
             peak_rss_mib: peak_rss_mib(),
             adapter_dir: adapter_dir.to_path_buf(),
+            selected: self.select_best,
         }
     }
 }

@@ -16,10 +16,13 @@ pub struct AdamW {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Per-var learning-rate factor (LoRA+: B matrices learn faster).
+    lr_scale: Vec<f64>,
 }
 
 impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, weight_decay: f64) -> Result<Self> {
+        let n = vars.len();
         let m = vars
             .iter()
             .map(|(_, v)| v.zeros_like())
@@ -37,7 +40,17 @@ impl AdamW {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
+            lr_scale: vec![1.0; n],
         })
+    }
+
+    /// LoRA+ (Hayou et al. 2024, arXiv:2402.12354): the B matrices (PEFT names `lora_B`) take
+    /// `ratio` times the learning rate of the A matrices; 1 = plain LoRA.
+    pub fn with_lora_plus(mut self, ratio: f64) -> Self {
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            self.lr_scale[i] = if name.contains("lora_B") { ratio } else { 1.0 };
+        }
+        self
     }
 
     /// One update with gradients `grads[i]` for `vars[i]`.
@@ -48,6 +61,7 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(t);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let g = &grads[i];
+            let lr = lr * self.lr_scale[i];
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
@@ -134,6 +148,25 @@ mod tests {
             (w[0] - 0.9).abs() < 1e-5 && (w[1] + 1.9).abs() < 1e-5,
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn lora_plus_gives_the_b_matrices_a_larger_step() {
+        let a = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let b = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let vars = vec![
+            ("x.lora_A.weight".into(), a.clone()),
+            ("x.lora_B.weight".into(), b.clone()),
+        ];
+        let mut opt = AdamW::new(vars, 0.0).unwrap().with_lora_plus(16.0);
+        let g = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+        opt.step(&[g.clone(), g], 0.01).unwrap();
+        let (wa, wb) = (
+            a.as_tensor().to_vec1::<f32>().unwrap()[0],
+            b.as_tensor().to_vec1::<f32>().unwrap()[0],
+        );
+        assert!((wa - 0.99).abs() < 1e-6, "A moves by lr: {wa}");
+        assert!((wb - 0.84).abs() < 1e-5, "B moves by 16 lr: {wb}");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use super::Recipe;
 use crate::data::encode::{self, Batch, EncodeStats, Encoded, Encoder};
+use crate::data::{weighted, Source};
 use crate::error::{Error, Result};
 use crate::model::Loaded;
 use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::path::PathBuf;
 
 /// Token rows ready for batching.
 pub struct Prepared {
@@ -19,6 +21,10 @@ pub struct Prepared {
     pub skipped: usize,
     /// Packed rows (each a group of examples) when packing is on.
     pub packed: Option<Vec<Vec<Encoded>>>,
+    /// Training examples per source (`dataset.train`, each `dataset.mix[]`, the replay).
+    pub sources: Vec<Source>,
+    /// The replay cache file, and whether it was already there.
+    pub replay: Option<(PathBuf, bool)>,
 }
 
 impl Prepared {
@@ -33,9 +39,42 @@ impl Prepared {
 
 /// Read, split, tokenize and (optionally) pack the recipe's data.
 pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
+    prepare_with(r, loaded, |_, _, _| {})
+}
+
+/// [`prepare`], reporting progress while replay data is generated (`what, done, total`).
+/// Call it before adapters are attached: replay comes from the base model.
+pub fn prepare_with(
+    r: &Recipe,
+    loaded: &Loaded,
+    progress: impl FnMut(&str, usize, usize),
+) -> Result<Prepared> {
     let template = r.template(loaded)?;
     let enc = Encoder::for_dataset(&loaded.tokenizer, &template, &r.dataset);
-    let split = r.dataset.read(r.train.seed)?;
+    let mut split = r.dataset.read(r.train.seed)?;
+    let mut replay = None;
+    if let Some(spec) = &r.dataset.replay {
+        let (examples, path, cached) = crate::data::replay::load_or_generate(
+            &r.model.path,
+            &loaded.model,
+            &loaded.tokenizer,
+            &template,
+            spec,
+            progress,
+        )?;
+        let picked = weighted(
+            examples,
+            spec.weight,
+            crate::lora::mix(r.train.seed, 0x7e91a),
+        );
+        split.sources.push(Source {
+            name: format!("dataset.replay ({})", path.display()),
+            examples: picked.len(),
+            weight: spec.weight,
+        });
+        split.train.extend(picked);
+        replay = Some((path, cached));
+    }
     let (train, train_stats) = enc.encode_all(&split.train)?;
     let (eval, eval_stats) = enc.encode_all(&split.eval)?;
     if train.is_empty() {
@@ -54,6 +93,8 @@ pub fn prepare(r: &Recipe, loaded: &Loaded) -> Result<Prepared> {
         eval_stats,
         skipped: split.skipped,
         packed,
+        sources: split.sources,
+        replay,
     })
 }
 

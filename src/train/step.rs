@@ -73,11 +73,11 @@ pub fn train_step(
         let m = step * t.grad_accum + k;
         let b = micro_batch(data, m, t.batch_size, t.seed, pad, &model.device)?;
         tokens += b.tokens;
-        let seed = crate::lora::mix(t.seed, m as u64);
+        let ctx = Ctx::train(crate::lora::mix(t.seed, m as u64)).with_neftune(t.neftune_alpha);
         let (l, g) = if t.grad_checkpointing {
-            checkpointed_grads(model, &b, seed, &opt.vars)?
+            checkpointed_grads(model, &b, &ctx, &opt.vars)?
         } else {
-            let l = batch_loss(model, &b, seed)?;
+            let l = batch_loss(model, &b, &ctx)?;
             (l.to_scalar::<f32>()? as f64, opt.grads_of(&l.backward()?)?)
         };
         loss += l / t.grad_accum as f64;
@@ -122,11 +122,10 @@ pub fn eval_loss(
     crate::eval::loss::dataset_loss(model, rows, batch_size, pad, ctx)
 }
 
-/// Loss of one micro-batch with the graph attached (training mode).
-pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<Tensor> {
-    let ctx = Ctx::train(seed);
-    let h = model.forward_hidden(&b.input, 0, None, b.segments.as_ref(), &ctx)?;
-    crate::model::loss::masked_cross_entropy(model, &h, &ctx, &b.target, &b.loss_mask)
+/// Loss of one micro-batch with the graph attached (training mode: `Ctx::train`).
+pub fn batch_loss(model: &Llama, b: &Batch, ctx: &Ctx) -> Result<Tensor> {
+    let h = model.forward_hidden(&b.input, 0, None, b.segments.as_ref(), ctx)?;
+    crate::model::loss::masked_cross_entropy(model, &h, ctx, &b.target, &b.loss_mask)
 }
 
 /// Loss and adapter gradients of one micro-batch with gradient checkpointing: the forward keeps
@@ -136,12 +135,12 @@ pub fn batch_loss(model: &Llama, b: &Batch, seed: u64) -> Result<Tensor> {
 pub fn checkpointed_grads(
     model: &Llama,
     b: &Batch,
-    seed: u64,
+    ctx: &Ctx,
     vars: &[(String, Var)],
 ) -> Result<(f64, Vec<Tensor>)> {
-    let ctx = Ctx::train(seed);
+    let ctx = *ctx;
     let mask = b.segments.as_ref();
-    let mut inputs = vec![model.embed(&b.input)?.detach()];
+    let mut inputs = vec![model.embed_for(&b.input, &ctx)?.detach()];
     for i in 0..model.blocks.len() {
         let x = inputs[i].clone();
         let y = model.forward_block(i, &x, 0, mask, &ctx)?.detach();
