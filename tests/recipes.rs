@@ -239,3 +239,32 @@ fn check_paths_names_the_key() {
         "{e}"
     );
 }
+
+/// Evaluation files never feed training: the general text, the held-out task and the
+/// validation questions may not also be a training source.
+#[test]
+fn training_on_evaluation_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"x").unwrap();
+    for f in ["train.jsonl", "heldout.jsonl", "valid.jsonl", "text.txt"] {
+        std::fs::write(dir.path().join(f), "{}\n").unwrap();
+    }
+    let d = dir.path().display();
+    let text = format!(
+        "model:\n  path: {}\ndataset:\n  train: {d}/train.jsonl\n\
+         train:\n  select:\n    task: {d}/valid.jsonl\n    every: 5\n\
+         eval:\n  perplexity: {d}/text.txt\n  task:\n    path: {d}/heldout.jsonl\n",
+        model.display()
+    );
+    Recipe::from_str(&text, "x.yaml").unwrap().check_paths().unwrap();
+    for (set, key) in [
+        (format!("dataset.train=[{d}/train.jsonl,{d}/heldout.jsonl]"), "eval.task.path"),
+        (format!("dataset.mix=[{{path: {d}/text.txt, format: text}}]"), "eval.perplexity"),
+        (format!("dataset.train={d}/valid.jsonl"), "train.select.task"),
+    ] {
+        let r = Recipe::parse(&text, "x.yaml", &[set.clone()]).unwrap();
+        let e = r.check_paths().unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("must stay unseen"), "{set}: {e}");
+    }
+}

@@ -139,6 +139,40 @@ impl Recipe {
                 ),
             ));
         }
-        self.dataset.check_paths()
+        self.dataset.check_paths()?;
+        self.check_eval_unseen()
+    }
+
+    /// Evaluation files never feed training: a training source (`dataset.train`, a
+    /// `dataset.mix` path) that is the general-text perplexity file, the task's held-out
+    /// questions, `train.select`'s validation questions or the MMLU data is refused.
+    fn check_eval_unseen(&self) -> Result<()> {
+        let mut trained = self.dataset.train.resolve("dataset.train")?;
+        for m in &self.dataset.mix {
+            trained.extend(m.path.resolve("dataset.mix[].path")?);
+        }
+        let evals = [
+            ("eval.perplexity", self.eval.perplexity.as_ref()),
+            ("eval.task.path", self.eval.task.as_ref().map(|t| &t.path)),
+            ("train.select.task", self.train.select.as_ref().map(|s| &s.task)),
+            ("eval.mmlu.path", self.eval.mmlu.as_ref().map(|m| &m.path)),
+        ];
+        let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y || x.starts_with(&y),
+            _ => false,
+        };
+        for (key, path) in evals {
+            let Some(e) = path else { continue };
+            if let Some(t) = trained.iter().find(|t| same(t, e)) {
+                return Err(crate::data::key_error(
+                    "dataset",
+                    &format!(
+                        "`{}` is both trained on and used by {key}; evaluation data must stay unseen",
+                        t.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
