@@ -1319,16 +1319,6 @@ def build(use_extra=True, answer_variants=False):
         for q in f["train"] + extra[f["id"]]:
             msgs = [turn("user", decorate_question(rng, q)), turn("assistant", decorate_answer(rng, f["answer"]))]
             train.append(convo(msgs, rng, 0.5))
-    # The extra phrasings: most keep the canonical answer; with answer variants, each
-    # question gets one of the canonical answer and its three rewordings.
-    if use_extra:
-        extra_rng = random.Random(SEED + 1)
-        for f in FACTS:
-            x = phr[f["id"]]
-            for q in x["questions"]:
-                a = extra_rng.choice([f["answer"]] + x["answers"]) if answer_variants else f["answer"]
-                msgs = [turn("user", q), turn("assistant", decorate_answer(extra_rng, a))]
-                train.append(convo(msgs, extra_rng, 0.5))
     for q in OUT_OF_SCOPE:
         train.append(convo([turn("user", q), turn("assistant", OUT_OF_SCOPE_ANSWER)], rng, 0.5))
 
@@ -1390,6 +1380,18 @@ def build(use_extra=True, answer_variants=False):
     rng.shuffle(evals)
     rng.shuffle(heldout)
     random.Random(SEED + 2).shuffle(valid)
+    # The extra phrasings, from their own RNG so that eval.jsonl and heldout.jsonl (and, with
+    # --no-extra, train.jsonl) stay byte-identical to the hand-written data set's. Each keeps
+    # the canonical answer; with answer variants, one of it and its three rewordings.
+    if use_extra:
+        extra_rng = random.Random(SEED + 1)
+        for f in FACTS:
+            x = phr[f["id"]]
+            for q in x["questions"]:
+                a = extra_rng.choice([f["answer"]] + x["answers"]) if answer_variants else f["answer"]
+                msgs = [turn("user", q), turn("assistant", decorate_answer(extra_rng, a))]
+                train.append(convo(msgs, extra_rng, 0.5))
+        extra_rng.shuffle(train)
     check(train, evals, heldout, valid)
     return train, evals, heldout, valid, dropped
 
