@@ -101,10 +101,16 @@ pub fn generate(
 ) -> Result<Vec<Example>> {
     spec.validate()?;
     let ctx = Ctx::infer(MatmulMode::Fast, None);
+    // Texts are sampled from the full distribution: an unbiased sample of what the base model
+    // says is what self-distillation needs (and needs no sort of the vocabulary per token).
+    // User turns keep a nucleus of 0.95, so that a rare junk token does not derail a question.
     let sampled = SamplingParams {
         temperature: spec.temperature,
         top_k: None,
-        top_p: Some(0.95),
+        top_p: match spec.kind {
+            ReplayKind::Text => None,
+            ReplayKind::Chat => Some(0.95),
+        },
         seed: spec.seed,
         ..Default::default()
     };
@@ -224,6 +230,8 @@ pub fn cache_path(
     let mut h = Sha256::new();
     h.update(model_identity(model_path)?);
     h.update(template.source.as_bytes());
+    // Bumped when the way replay data is sampled changes.
+    h.update(b"replay-v2");
     // What is generated, not how much of it is mixed in.
     h.update(serde_json::to_vec(&ReplaySpec {
         weight: 1.0,
