@@ -257,14 +257,29 @@ fn training_on_evaluation_data_is_refused() {
          eval:\n  perplexity: {d}/text.txt\n  task:\n    path: {d}/heldout.jsonl\n",
         model.display()
     );
-    Recipe::from_str(&text, "x.yaml").unwrap().check_paths().unwrap();
+    Recipe::from_str(&text, "x.yaml")
+        .unwrap()
+        .check_paths()
+        .unwrap();
     for (set, key) in [
-        (format!("dataset.train=[{d}/train.jsonl,{d}/heldout.jsonl]"), "eval.task.path"),
-        (format!("dataset.mix=[{{path: {d}/text.txt, format: text}}]"), "eval.perplexity"),
-        (format!("dataset.train={d}/valid.jsonl"), "train.select.task"),
+        (
+            format!("dataset.train=[{d}/train.jsonl,{d}/heldout.jsonl]"),
+            "eval.task.path",
+        ),
+        (
+            format!("dataset.mix=[{{path: {d}/text.txt, format: text}}]"),
+            "eval.perplexity",
+        ),
+        (
+            format!("dataset.train={d}/valid.jsonl"),
+            "train.select.task",
+        ),
     ] {
-        let r = Recipe::parse(&text, "x.yaml", &[set.clone()]).unwrap();
+        let r = Recipe::parse(&text, "x.yaml", std::slice::from_ref(&set)).unwrap();
         let e = r.check_paths().unwrap_err().to_string();
-        assert!(e.contains(key) && e.contains("must stay unseen"), "{set}: {e}");
+        assert!(
+            e.contains(key) && e.contains("must stay unseen"),
+            "{set}: {e}"
+        );
     }
 }

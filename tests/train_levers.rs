@@ -111,7 +111,10 @@ fn every_lever_runs_and_the_best_checkpoint_becomes_the_adapter() {
     let counts: Vec<usize> = a.sources.iter().map(|s| s.examples).collect();
     assert_eq!(counts[..2], [24, 3], "{:?}", a.sources);
     assert_eq!(a.sources.len(), 3);
-    assert!(counts[2] > 0 && counts[2].is_multiple_of(2), "replay x2: {counts:?}");
+    assert!(
+        counts[2] > 0 && counts[2].is_multiple_of(2),
+        "replay x2: {counts:?}"
+    );
     assert!(!a.replay_cached, "first run generates the replay data");
 
     // Selection: evaluated every 2 steps; the kept step has the best (match, recall), the

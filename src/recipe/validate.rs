@@ -154,13 +154,17 @@ impl Recipe {
         let evals = [
             ("eval.perplexity", self.eval.perplexity.as_ref()),
             ("eval.task.path", self.eval.task.as_ref().map(|t| &t.path)),
-            ("train.select.task", self.train.select.as_ref().map(|s| &s.task)),
+            (
+                "train.select.task",
+                self.train.select.as_ref().map(|s| &s.task),
+            ),
             ("eval.mmlu.path", self.eval.mmlu.as_ref().map(|m| &m.path)),
         ];
-        let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(x), Ok(y)) => x == y || x.starts_with(&y),
-            _ => false,
-        };
+        let same =
+            |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y || x.starts_with(&y),
+                _ => false,
+            };
         for (key, path) in evals {
             let Some(e) = path else { continue };
             if let Some(t) = trained.iter().find(|t| same(t, e)) {
