@@ -21,7 +21,7 @@ if [[ -f $M ]] && python3 -m pip install --quiet --disable-pip-version-check ope
   rm -rf "$ad"
   $ft train recipes/smollm2-support.yaml --no-progress --set train.max_steps=1 \
     --set train.output_dir="$ad" --set dataset.eval=null --set train.eval_every=null \
-    --set logging.tensorboard=false >/dev/null
+    --set logging.tensorboard=false --set dataset.replay=null --set train.select=null >/dev/null
   port=18089
   $ft serve -m "$M" --adapter support="$ad" --port $port --parallel 4 2>target/ci-serve.log &
   pid=$!

@@ -42,11 +42,17 @@ fn shipped_recipe_values() {
         Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     );
     let mmlu = r.eval.mmlu.as_ref().unwrap();
-    assert_eq!(mmlu.subjects, ["high school geography", "marketing"]);
     assert_eq!(
-        r.eval.task.as_ref().unwrap().path,
-        Path::new("datasets/support/heldout.jsonl")
+        mmlu.subjects,
+        ["high school geography", "marketing", "us foreign policy"]
     );
+    let task = r.eval.task.as_ref().unwrap();
+    assert_eq!(task.path, Path::new("datasets/support/heldout.jsonl"));
+    assert!(task.system.is_some());
+    // The shipped levers: text replay, checkpoint selection on the validation questions.
+    assert!(r.dataset.replay.is_some());
+    let select = r.train.select.as_ref().unwrap();
+    assert_eq!(select.task, Path::new("datasets/support/valid.jsonl"));
     let m = Recipe::from_path("recipes/mistral-support.yaml").unwrap();
     assert!(m.train.grad_checkpointing);
     assert_eq!(m.model.device, ft::recipe::DeviceSpec::Auto);
