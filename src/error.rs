@@ -119,21 +119,3 @@ impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
         self.map_err(|e| e.into().context(ctx()))
     }
 }
-
-/// Write `bytes` to `path` atomically (see [`crate::output::write_file`]): a temp file in the
-/// same folder, fsync, rename, fsync the folder, so a crash or kill never leaves a half-written
-/// output under the final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::output::write_file(path, |f| {
-        use std::io::Write;
-        f.write_all(bytes)
-    })
-}
-
-/// Like [`write_atomic`], with a writer callback for large outputs.
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    crate::output::write_file(path, write)
-}

@@ -235,6 +235,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// [`write_file`] for bytes already in memory.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, |f| f.write_all(bytes))
+}
+
 /// Write `path` atomically: a new temporary sibling, fsync, rename over `path`, fsync the
 /// folder. On any error the temporary file is removed and `path` is untouched.
 pub fn write_file(

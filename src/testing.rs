@@ -140,7 +140,7 @@ pub fn tiny_vocab() -> GgufVocab {
 /// Write a complete HF folder (config, safetensors, tokenizer, ChatML template) for `weights`.
 pub fn write_hf_dir(dir: &Path, cfg: &Config, weights: &HashMap<String, Tensor>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let w = |name: &str, bytes: &[u8]| crate::error::write_atomic(&dir.join(name), bytes);
+    let w = |name: &str, bytes: &[u8]| crate::output::write_bytes(&dir.join(name), bytes);
     w(
         "config.json",
         serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),

@@ -72,7 +72,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
         text.push_str(&serde_json::to_string(&record(ex))?);
         text.push('\n');
     }
-    ft::error::write_atomic(&a.out, text.as_bytes())?;
+    ft::output::write_bytes(&a.out, text.as_bytes())?;
     eprintln!(
         "ft augment: {} examples -> {} ({} skipped by the reader) in {}",
         stats.input,

@@ -63,7 +63,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     );
     if let Some(out) = &a.out {
         let text = std::fs::read(&path)?;
-        ft::error::write_atomic(out, &text)?;
+        ft::output::write_bytes(out, &text)?;
     }
     Ok(())
 }

@@ -315,7 +315,7 @@ pub fn load_or_generate(
         text.push_str(&serde_json::to_string(&super::augment::record(ex))?);
         text.push('\n');
     }
-    crate::error::write_atomic(&path, text.as_bytes())?;
+    crate::output::write_bytes(&path, text.as_bytes())?;
     Ok((examples, path, false))
 }
 

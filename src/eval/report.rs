@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{write_atomic, Error, Result};
+use crate::error::{Error, Result};
 use crate::eval::mmlu::{Category, Style, CATEGORIES};
 use crate::eval::stats::{macro_avg, micro, Accuracy, MacroAccuracy};
+use crate::output::write_bytes;
 
 /// How the headline numbers are aggregated, printed with every score.
 pub const AGGREGATION: &str = "micro = over questions (lm-eval's group number); \
@@ -128,7 +129,7 @@ impl MmluReport {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut json = self.to_json()?;
         json.push('\n');
-        write_atomic(path, json.as_bytes())
+        write_bytes(path, json.as_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Self> {

@@ -128,7 +128,7 @@ pub fn write_streaming<'a>(
     pad(&mut head, alignment);
     // The callback's library errors cannot cross the io::Result boundary: park them here.
     let mut failure: Option<Error> = None;
-    let result = crate::error::write_atomic_with(path, |w| {
+    let result = crate::output::write_file(path, |w| {
         w.write_all(&head)?;
         for (i, h) in headers.iter().enumerate() {
             let bytes = match data(i) {

@@ -49,7 +49,7 @@ pub fn save(
     let opt_path = tmp.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&moments, &opt_path)
         .map_err(|e| Error::format(&opt_path, e.to_string()))?;
-    crate::error::write_atomic(
+    crate::output::write_bytes(
         &tmp.join(STATE_FILE),
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;

@@ -62,7 +62,7 @@ pub fn save(model: &Llama, slot: usize, cfg: &LoraConfig, base: &str, dir: &Path
     let dest = dir.join(WEIGHTS_FILE);
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
     let json = serde_json::to_string_pretty(&PeftConfig::from_lora(cfg, base))?;
-    crate::error::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    crate::output::write_bytes(&dir.join(CONFIG_FILE), json.as_bytes())
 }
 
 /// Read a PEFT folder: its config and tensors by name.
