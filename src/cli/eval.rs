@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ft::device::DeviceSpec;
 use ft::eval::mmlu::Style;
-use ft::eval::plan::{EvalEvent, Results};
+use ft::eval::{EvalEvent, Results};
 use ft::eval::{EvalPlan, EvalSettings};
 use ft::model::LoadOptions;
 use ft::quant::MatmulMode;

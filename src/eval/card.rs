@@ -2,7 +2,7 @@
 //! the model sane — the task score on held-out questions (without and with the system prompt),
 //! the held-out loss, the perplexity of a general text and MMLU — base next to tuned.
 
-use super::plan::Results;
+use super::execute::Results;
 use super::report::render_table;
 use serde::Serialize;
 

@@ -5,6 +5,7 @@
 
 pub mod card;
 pub mod config;
+pub mod execute;
 pub mod loss;
 pub mod mmlu;
 pub mod perplexity;
@@ -15,4 +16,5 @@ pub mod stats;
 pub mod task;
 
 pub use config::{EvalConfig, MmluConfig, SelectConfig, TaskConfig};
+pub use execute::{EvalEvent, Results};
 pub use plan::{EvalPlan, EvalSettings, TrainedRun};
