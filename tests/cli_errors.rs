@@ -162,3 +162,57 @@ fn tiny_model_runs_and_tokenizes() {
     let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids, vec![104, 105, 258], "bytes, then the special token");
 }
+
+#[test]
+fn eval_report_is_written_and_never_replaces_a_file_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    ft::testing::tiny_hf_dir(&model, 1).unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "hello world, this is some text to score. ".repeat(20),
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "eval",
+            "-m",
+            model.to_str().unwrap(),
+            "--perplexity",
+            text.to_str().unwrap(),
+            "--ctx",
+            "16",
+            "--report",
+            report.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let out = Command::new(common::ft_bin())
+        .args(args(&["--format", "json"]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    assert!(written[0]["perplexity"]["ppl"].as_f64().unwrap() > 1.0);
+    // A second run refuses to replace it, before doing any work; --overwrite replaces it.
+    let a = args(&[]);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    assert_one_line_error(&a, "already exists; pass --overwrite");
+    let a = args(&["--overwrite"]);
+    let (code, err) = ft(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+}

@@ -78,6 +78,12 @@ pub struct EvalArgs {
     /// Use the fast quantized kernels (8-bit activations) instead of exact f32 math.
     #[arg(long)]
     pub fast: bool,
+    /// Also write the full report (every column, every answer) as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Replace an existing --report file.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Compute device: cpu, cuda, cuda:N or auto (default: the recipe's model.device, else cpu).
     #[arg(long)]
     pub device: Option<DeviceSpec>,
@@ -98,6 +104,15 @@ fn bar(what: &str) -> ProgressBar {
 pub fn run(a: EvalArgs) -> Result<()> {
     if !matches!(a.format.as_str(), "markdown" | "json") {
         bail!("--format must be markdown or json (got `{}`)", a.format);
+    }
+    if let Some(out) = &a.report {
+        // Checked before the long work; the report never replaces what the evaluation reads.
+        let inputs: Vec<&std::path::Path> = [&a.recipe, &a.model, &a.adapter, &a.compare]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect();
+        ft::output::check(out, ft::output::Kind::File, &inputs, a.overwrite).context("--report")?;
     }
     let style: Style = a
         .style
@@ -158,6 +173,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("nothing to evaluate: give --mmlu, --perplexity or --task (or a recipe with an eval: section)");
     }
     let results = run_plan(&plan)?;
+    if let Some(out) = &a.report {
+        let json = serde_json::to_string_pretty(&results)?;
+        ft::output::write_bytes(out, json.as_bytes()).context("--report")?;
+    }
     print(&a, &results)
 }
 
