@@ -74,8 +74,27 @@ fn check(renamed: bool) {
     let summary = ft_json(&["train", recipe, "--no-progress"]);
     let before = summary["eval_loss_before"].as_f64().unwrap();
     let after = summary["eval_loss_after"].as_f64().unwrap();
-    let report = ft_json(&["eval", recipe, "--format", "json"]);
+    let file = dir.path().join("card.json");
+    let report = ft_json(&[
+        "eval",
+        recipe,
+        "--format",
+        "json",
+        "--report",
+        file.to_str().unwrap(),
+    ]);
     let cols = report.as_array().unwrap();
+    // The report file holds the same columns and the quality card built from them.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["columns"], report);
+    let card = written["card"].as_array().unwrap();
+    let held_out = card
+        .iter()
+        .find(|r| r["metric"] == "held-out loss")
+        .unwrap();
+    assert_eq!(held_out["base"], cols[0]["dataset_loss"]);
+    assert_eq!(held_out["tuned"], cols[1]["dataset_loss"]);
     assert_eq!(cols.len(), 2, "{report}");
     let loss = |i: usize| {
         cols[i]["dataset_loss"]

@@ -78,7 +78,8 @@ pub struct EvalArgs {
     /// Use the fast quantized kernels (8-bit activations) instead of exact f32 math.
     #[arg(long)]
     pub fast: bool,
-    /// Also write the full report (every column, every answer) as JSON to this file.
+    /// Also write the report as JSON to this file: `{"columns": [...], "card": [...]}` — every
+    /// column's results (every answer included) and, for two columns, the quality card's rows.
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Replace an existing --report file.
@@ -174,7 +175,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let results = run_plan(&plan)?;
     if let Some(out) = &a.report {
-        let json = serde_json::to_string_pretty(&results)?;
+        let card = match results.as_slice() {
+            [b, t, ..] => Some(ft::eval::card::rows(b, t)),
+            _ => None,
+        };
+        let json = serde_json::to_string_pretty(
+            &serde_json::json!({ "columns": &results, "card": card }),
+        )?;
         ft::output::write_bytes(out, json.as_bytes()).context("--report")?;
     }
     print(&a, &results)
