@@ -38,6 +38,10 @@ pub struct DatasetConfig {
     /// Also train on prompt/user tokens (default: only on the answer).
     #[serde(default)]
     pub train_on_prompt: bool,
+    /// Let special-token text in message content (`<|im_end|>`) become special tokens, as
+    /// older tools did. Default: content is plain text; only the chat template makes turns.
+    #[serde(default)]
+    pub special_tokens_in_content: bool,
     /// More training sources mixed into `train`, each with its own format, fields and weight.
     #[serde(default)]
     pub mix: Vec<MixSource>,
@@ -123,6 +127,7 @@ impl DatasetConfig {
             max_seq_len: d_max_seq_len(),
             packing: false,
             train_on_prompt: false,
+            special_tokens_in_content: false,
             mix: Vec::new(),
             replay: None,
         }

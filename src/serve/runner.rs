@@ -158,9 +158,7 @@ fn admit<'m>(
         None => return fail(&req, ServeError::model_not_found(&req.model)),
     };
     let ids = match &req.prompt {
-        Prompt::Chat(m) => template
-            .render(m, true)
-            .and_then(|t| tok.encode_prompt(&t, true)),
+        Prompt::Chat(m) => tok.encode_chat(template, m, true),
         Prompt::Text(t) => tok.encode_prompt(t, true),
     };
     let ids = match ids {
