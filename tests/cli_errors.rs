@@ -162,3 +162,19 @@ fn tiny_model_runs_and_tokenizes() {
     let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids, vec![104, 105, 258], "bytes, then the special token");
 }
+
+#[test]
+fn sampling_flags_the_sampler_cannot_take_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    ft::testing::tiny_hf_dir(dir.path(), 1).unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (flag, value) in [
+        ("--top-p", "1e-300"),
+        ("--temp", "1e-310"),
+        ("--repeat-penalty", "NaN"),
+        ("--top-p", "NaN"),
+    ] {
+        let arg = format!("{flag}={value}");
+        assert_one_line_error(&["run", "-m", d, "-p", "hi", "-n", "4", &arg], flag);
+    }
+}

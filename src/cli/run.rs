@@ -35,23 +35,25 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn params(&self) -> Result<SamplingParams> {
-        if self.temp < 0.0 || !self.temp.is_finite() {
-            bail!("--temp must be >= 0 (got {})", self.temp);
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1] (got {})", self.top_p);
-        }
-        if self.repeat_penalty <= 0.0 {
-            bail!("--repeat-penalty must be > 0 (got {})", self.repeat_penalty);
-        }
-        Ok(SamplingParams {
+        // `--top-p 1` means off, but a value outside (0, 1] is still an error.
+        let p = SamplingParams {
             temperature: self.temp,
             top_k: (self.top_k > 0).then_some(self.top_k),
-            top_p: (self.top_p < 1.0).then_some(self.top_p),
+            top_p: (self.top_p != 1.0).then_some(self.top_p),
             seed: self.seed,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: 64,
-        })
+        };
+        if let Err(e) = p.validate() {
+            let flag = match e.field {
+                "temperature" => "--temp",
+                "top_k" => "--top-k",
+                "top_p" => "--top-p",
+                _ => "--repeat-penalty",
+            };
+            bail!("{flag} {}", e.message);
+        }
+        Ok(p)
     }
 }
 

@@ -180,6 +180,10 @@ fn admit<'m>(
         repeat_penalty: 1.0,
         repeat_last_n: 64,
     };
+    if let Err(e) = params.validate() {
+        let msg = format!("`{}` {}", e.field, e.message);
+        return fail(&req, ServeError::invalid(e.field, msg));
+    }
     let mut session = Session::new(model, Ctx::infer(cfg.mode, slot));
     let t = Instant::now();
     let logits = match session.feed_all(&ids) {
