@@ -79,6 +79,7 @@ async fn serve_encodes_messages_as_text() {
             mode: ft::quant::MatmulMode::Exact,
             base_name: "tiny".into(),
             adapters: Vec::new(),
+            max_prompt_tokens: None,
         },
     );
     let backend: Arc<dyn Backend> = Arc::new(runner);

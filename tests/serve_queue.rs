@@ -49,6 +49,7 @@ async fn start(dir: &Path) -> SocketAddr {
             mode: ft::quant::MatmulMode::Exact,
             base_name: "slow".into(),
             adapters: Vec::new(),
+            max_prompt_tokens: None,
         },
     );
     let backend: Arc<dyn Backend> = Arc::new(runner);

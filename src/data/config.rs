@@ -158,6 +158,13 @@ impl DatasetConfig {
             "dataset.max_seq_len must be >= 8 (got {})",
             self.max_seq_len
         );
+        ensure!(
+            self.max_seq_len <= crate::model::MAX_POSITIONS,
+            "dataset.max_seq_len",
+            "dataset.max_seq_len must be at most {} (got {})",
+            crate::model::MAX_POSITIONS,
+            self.max_seq_len
+        );
         for m in &self.mix {
             ensure!(
                 m.weight.is_finite() && (0.0..=100.0).contains(&m.weight),

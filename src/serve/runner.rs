@@ -27,6 +27,8 @@ pub struct RunnerConfig {
     pub base_name: String,
     /// Adapter names, in slot order (slot i = adapters[i]).
     pub adapters: Vec<String>,
+    /// Longer prompts get 400 (`--max-prompt-tokens`); None: the context length.
+    pub max_prompt_tokens: Option<usize>,
 }
 
 pub struct Runner {
@@ -240,6 +242,17 @@ fn admit<'m>(
         Ok(_) => return fail(&req, ServeError::invalid("prompt", "the prompt is empty")),
         Err(e) => return fail(&req, e.into()),
     };
+    if let Some(limit) = cfg.max_prompt_tokens.filter(|&l| ids.len() > l) {
+        let param = match req.prompt {
+            Prompt::Chat(_) => "messages",
+            Prompt::Text(_) => "prompt",
+        };
+        let msg = format!("prompt has {} tokens, the limit is {limit}", ids.len());
+        return fail(
+            &req,
+            ServeError::invalid(param, msg).with_code("prompt_too_long"),
+        );
+    }
     if ids.len() >= model.max_positions() {
         return fail(
             &req,
