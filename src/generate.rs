@@ -32,12 +32,62 @@ impl Default for SamplingParams {
     }
 }
 
+/// A temperature below this (but above 0) divides logits into infinities; 0 is greedy.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
+/// Above this, sampling is uniform noise for every vocabulary.
+pub const MAX_TEMPERATURE: f64 = 100.0;
+/// The smallest nucleus mass: smaller ones round to 0 in f32 and keep no token at all.
+pub const MIN_TOP_P: f64 = 1e-6;
+
+/// A sampling setting out of range: `field` is `temperature`, `top_k`, `top_p` or
+/// `repeat_penalty` (callers name it their way: a JSON field, a `--flag`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadSampling {
+    pub field: &'static str,
+    pub message: String,
+}
+
 impl SamplingParams {
     pub fn greedy() -> Self {
         SamplingParams {
             temperature: 0.0,
             ..Default::default()
         }
+    }
+
+    /// The one range check for sampling settings (`ft run`/`ft chat` flags, `ft serve`
+    /// requests, the runner): every value the sampler can turn into NaN or an empty
+    /// distribution is refused here, so sampling never fails on settings.
+    pub fn validate(&self) -> std::result::Result<(), BadSampling> {
+        let bad = |field, message: String| Err(BadSampling { field, message });
+        let t = self.temperature;
+        if !(t == 0.0 || (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&t)) {
+            return bad(
+                "temperature",
+                format!(
+                    "must be 0 (greedy) or between {MIN_TEMPERATURE} and {MAX_TEMPERATURE} (got {t})"
+                ),
+            );
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k", "must be at least 1 (got 0)".into());
+        }
+        if let Some(p) = self.top_p {
+            if !(MIN_TOP_P..=1.0).contains(&p) {
+                return bad(
+                    "top_p",
+                    format!("must be between {MIN_TOP_P} and 1 (got {p})"),
+                );
+            }
+        }
+        let r = self.repeat_penalty;
+        if !(r.is_finite() && r > 0.0 && r <= 100.0) {
+            return bad(
+                "repeat_penalty",
+                format!("must be > 0 and at most 100 (got {r})"),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -566,6 +616,40 @@ mod tests {
                     assert_eq!(b.text, alone.text);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn sampling_settings_that_break_the_sampler_are_refused() {
+        let ok = SamplingParams::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(SamplingParams::greedy().validate(), Ok(()));
+        let field = |p: SamplingParams| p.validate().unwrap_err().field;
+        for t in [1e-310, -0.5, f64::NAN, f64::INFINITY, 1e-9, 1e6] {
+            let p = SamplingParams {
+                temperature: t,
+                ..ok.clone()
+            };
+            assert_eq!(field(p), "temperature", "{t}");
+        }
+        for top_p in [1e-300, 0.0, -1.0, 1.5, f64::NAN] {
+            let p = SamplingParams {
+                top_p: Some(top_p),
+                ..ok.clone()
+            };
+            assert_eq!(field(p), "top_p", "{top_p}");
+        }
+        let p = SamplingParams {
+            top_k: Some(0),
+            ..ok.clone()
+        };
+        assert_eq!(field(p), "top_k");
+        for r in [f32::NAN, 0.0, -1.0, f32::INFINITY] {
+            let p = SamplingParams {
+                repeat_penalty: r,
+                ..ok.clone()
+            };
+            assert_eq!(field(p), "repeat_penalty", "{r}");
         }
     }
 

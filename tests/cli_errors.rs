@@ -217,3 +217,178 @@ fn eval_report_is_written_and_never_replaces_a_file_silently() {
     let (code, err) = ft(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn sampling_flags_the_sampler_cannot_take_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    ft::testing::tiny_hf_dir(dir.path(), 1).unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (flag, value) in [
+        ("--top-p", "1e-300"),
+        ("--temp", "1e-310"),
+        ("--repeat-penalty", "NaN"),
+        ("--top-p", "NaN"),
+    ] {
+        let arg = format!("{flag}={value}");
+        assert_one_line_error(&["run", "-m", d, "-p", "hi", "-n", "4", &arg], flag);
+    }
+}
+
+/// A tiny model, a one-line data set and a recipe over them, with its output in `dir`.
+fn tiny_recipe(dir: &std::path::Path) -> String {
+    ft::testing::tiny_hf_dir(&dir.join("model"), 1).unwrap();
+    let line =
+        r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}"#;
+    std::fs::write(dir.join("train.jsonl"), format!("{line}\n")).unwrap();
+    let d = dir.display();
+    let r = dir.join("r.yaml");
+    std::fs::write(
+        &r,
+        format!(
+            "model:\n  path: {d}/model\ndataset:\n  train: {d}/train.jsonl\n  max_seq_len: 64\n\
+             train:\n  max_steps: 1\n  output_dir: {d}/out\n"
+        ),
+    )
+    .unwrap();
+    r.display().to_string()
+}
+
+#[test]
+fn sizes_beyond_reason_are_refused_not_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = tiny_recipe(dir.path());
+    let m = dir.path().join("model");
+    let m = m.to_str().unwrap();
+    assert_one_line_error(
+        &["run", "-m", m, "--ctx", "1000000000000000", "-p", "hi"],
+        "--ctx",
+    );
+    for (set, key) in [
+        ("lora.r=1000000000000", "lora.r"),
+        ("lora.r=1000", "lora.r"),
+        (
+            "dataset.max_seq_len=1000000000000000",
+            "dataset.max_seq_len",
+        ),
+    ] {
+        assert_one_line_error(&["train", &r, "--set", set], key);
+    }
+    assert_one_line_error(
+        &["train", &r, "--dry-run", "--set", "lora.r=1000000000000"],
+        "lora.r",
+    );
+}
+
+#[test]
+fn dry_run_fails_when_the_data_set_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = tiny_recipe(dir.path());
+    let (code, _) = ft(&["train", &r, "--dry-run"]);
+    assert_eq!(code, 0);
+    assert_one_line_error(
+        &[
+            "train",
+            &r,
+            "--dry-run",
+            "--set",
+            "dataset.train=/nonexistent/x.jsonl",
+        ],
+        "dataset.train",
+    );
+}
+
+/// Start `ft serve` with `args`; give it up to 60 s to exit on its own.
+fn serve_exits(args: &[&str]) -> Option<(i32, String)> {
+    let mut child = Command::new(common::ft_bin())
+        .arg("serve")
+        .args(args)
+        .env_remove("FT_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Some((out.status.code().unwrap_or(-1), err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn serve_refuses_an_empty_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    ft::testing::tiny_hf_dir(dir.path(), 1).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, err) = serve_exits(&["-m", d, "--port", "0", "--api-key", ""])
+        .expect("ft serve started with an empty --api-key");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--api-key") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`: (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, out))
+}
+
+#[test]
+fn serve_max_prompt_tokens_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    ft::testing::tiny_hf_dir(dir.path(), 1).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(common::ft_bin())
+        .args(["serve", "-m", dir.path().to_str().unwrap()])
+        .args(["--port", &port.to_string(), "--max-prompt-tokens", "30"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if http(port, "GET", "/health", "").is_ok_and(|(s, _)| s == 200) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let chat = |text: &str| {
+        let body =
+            serde_json::json!({"messages": [{"role": "user", "content": text}], "max_tokens": 1});
+        http(port, "POST", "/v1/chat/completions", &body.to_string()).unwrap()
+    };
+    let result = up.then(|| (chat("hi"), chat("a message longer than thirty tokens")));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ((ok, _), (status, body)) = result.expect("ft serve did not start");
+    assert_eq!(ok, 200);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("tokens, the limit is 30"), "{body}");
+}

@@ -67,7 +67,7 @@ fn run(r: &Recipe, resume: bool, stop_after: Option<usize>) -> Outcome {
     let mut loaded = load(&r.model.path, &r.load_options().unwrap()).unwrap();
     let prepared = ft::train::prepare(r, &loaded).unwrap();
     let mut scores = Vec::new();
-    let summary = ft::train::train(r, &mut loaded, &prepared, resume, |ev| match ev {
+    let summary = ft::train::train(r, &mut loaded, &prepared, resume, false, |ev| match ev {
         ft::train::Event::Selected {
             step,
             fact_match,

@@ -36,16 +36,24 @@ fn setup(dir: &Path, extra: &str) -> Recipe {
 }
 
 fn run(r: &Recipe, resume: bool, stop_after: Option<usize>) -> ft::train::Summary {
+    try_run(r, resume, false, stop_after).unwrap()
+}
+
+fn try_run(
+    r: &Recipe,
+    resume: bool,
+    overwrite: bool,
+    stop_after: Option<usize>,
+) -> ft::Result<ft::train::Summary> {
     let mut loaded = load(&r.model.path, &r.load_options().unwrap()).unwrap();
     let prepared = ft::train::prepare(r, &loaded).unwrap();
     // A "kill" after checkpoint n: the run stops there, with no final eval or save.
-    ft::train::train(r, &mut loaded, &prepared, resume, |ev| {
+    ft::train::train(r, &mut loaded, &prepared, resume, overwrite, |ev| {
         match (ev, stop_after) {
             (ft::train::Event::Saved { step, .. }, Some(n)) => step < n,
             _ => true,
         }
     })
-    .unwrap()
 }
 
 fn adapter_tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
@@ -164,4 +172,41 @@ fn packed_rows_give_each_example_its_own_loss() {
         (ps - ss).abs() < 1e-3,
         "packed loss {ps} vs separate {ss}: examples leaked into each other"
     );
+}
+
+/// A run is an identity: `--resume` with a changed recipe is refused naming the key; another
+/// run into the same folder needs `--overwrite`; pruning keeps to the run's own checkpoints.
+#[test]
+fn runs_are_identities() {
+    use ft::train::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let r = setup(dir.path(), "");
+    run(&r, false, Some(4));
+    let ckpt = r.train.output_dir.join("checkpoint-4");
+    let mine = checkpoint::run_of(&ckpt).expect("the run identity is recorded");
+    let mut other = r.clone();
+    other.lora.r = 4;
+    let e = try_run(&other, true, false, None).unwrap_err().to_string();
+    assert!(e.contains("`lora.r` was 8, now 4"), "{e}");
+    let e = try_run(&other, false, false, None).unwrap_err().to_string();
+    assert!(
+        e.contains("--overwrite") && e.contains("checkpoint-4"),
+        "{e}"
+    );
+    assert_eq!(checkpoint::run_of(&ckpt).as_ref(), Some(&mine));
+
+    // A foreign checkpoint beside this run's is never pruned by it.
+    let foreign = r.train.output_dir.join("checkpoint-1");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(
+        foreign.join(checkpoint::STATE_FILE),
+        "{\"step\":1,\"total_steps\":9,\"seed\":0,\"last_loss\":null,\"best_eval_loss\":null}",
+    )
+    .unwrap();
+    run(&r, true, None);
+    assert!(foreign.exists(), "another run's checkpoint was pruned");
+    // --overwrite starts over: the other run's checkpoints go.
+    try_run(&other, false, true, Some(4)).unwrap();
+    assert!(!foreign.exists());
+    assert_ne!(checkpoint::run_of(&ckpt).as_ref(), Some(&mine));
 }

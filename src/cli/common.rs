@@ -26,8 +26,20 @@ pub struct ModelArgs {
     pub exact: bool,
 }
 
+/// `--ctx` in range (named as the flag, before the model is read).
+pub fn check_ctx(ctx: Option<usize>) -> Result<()> {
+    match ctx {
+        Some(n) if n == 0 || n > ft::model::MAX_POSITIONS => anyhow::bail!(
+            "--ctx must be between 1 and {} (got {n})",
+            ft::model::MAX_POSITIONS
+        ),
+        _ => Ok(()),
+    }
+}
+
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
+        check_ctx(self.ctx)?;
         let opts = LoadOptions {
             device: self.device.resolve()?,
             quantize: None,

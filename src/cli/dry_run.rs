@@ -42,7 +42,8 @@ pub fn run(r: &Recipe) -> Result<()> {
                 r.train.total_steps(read.examples.len())
             );
         }
-        Err(e) => println!("dataset: {e}"),
+        // Training would stop here: so does the check (after printing everything else).
+        Err(e) => anyhow::bail!("dataset: {e}"),
     }
     Ok(())
 }

@@ -35,23 +35,25 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn params(&self) -> Result<SamplingParams> {
-        if self.temp < 0.0 || !self.temp.is_finite() {
-            bail!("--temp must be >= 0 (got {})", self.temp);
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1] (got {})", self.top_p);
-        }
-        if self.repeat_penalty <= 0.0 {
-            bail!("--repeat-penalty must be > 0 (got {})", self.repeat_penalty);
-        }
-        Ok(SamplingParams {
+        // `--top-p 1` means off, but a value outside (0, 1] is still an error.
+        let p = SamplingParams {
             temperature: self.temp,
             top_k: (self.top_k > 0).then_some(self.top_k),
-            top_p: (self.top_p < 1.0).then_some(self.top_p),
+            top_p: (self.top_p != 1.0).then_some(self.top_p),
             seed: self.seed,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: 64,
-        })
+        };
+        if let Err(e) = p.validate() {
+            let flag = match e.field {
+                "temperature" => "--temp",
+                "top_k" => "--top-k",
+                "top_p" => "--top-p",
+                _ => "--repeat-penalty",
+            };
+            bail!("{flag} {}", e.message);
+        }
+        Ok(p)
     }
 }
 
@@ -59,7 +61,8 @@ impl SamplingArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt. Special tokens written in it (<|im_start|>) are parsed as such.
+    /// The prompt. Special tokens written in it (<|im_start|>) are parsed as such, unless
+    /// --no-special or --chat (a chat message is always plain text).
     #[arg(short = 'p', long = "prompt")]
     pub prompt: String,
     #[command(flatten)]
@@ -98,20 +101,18 @@ pub fn template(loaded: &Loaded, spec: Option<&TemplateSpec>) -> Result<ChatTemp
 pub fn run(a: RunArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let loaded = a.model.load()?;
-    let (text, parse_special) = if a.chat {
+    // With --chat the prompt is a message: its text is plain text, whatever it says.
+    let ids = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(Message::new("system", s.clone()));
         }
         msgs.push(Message::new("user", a.prompt.clone()));
-        (
-            template(&loaded, a.chat_template.as_ref())?.render(&msgs, true)?,
-            true,
-        )
+        let tmpl = template(&loaded, a.chat_template.as_ref())?;
+        loaded.tokenizer.encode_chat(&tmpl, &msgs, true)?
     } else {
-        (a.prompt.clone(), !a.no_special)
+        loaded.tokenizer.encode_prompt(&a.prompt, !a.no_special)?
     };
-    let ids = loaded.tokenizer.encode_prompt(&text, parse_special)?;
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
@@ -234,8 +235,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         }
         let _ = rl.add_history_entry(line);
         messages.push(Message::new("user", line));
-        let prompt = tmpl.render(&messages, true)?;
-        let ids = loaded.tokenizer.encode_prompt(&prompt, true)?;
+        let ids = loaded.tokenizer.encode_chat(&tmpl, &messages, true)?;
         // The session reuses the cached prefix: only the new turn is computed.
         let out = match generate_to_stdout(&mut session, &loaded, &ids, &params, &a.sampling) {
             Ok(o) => o,

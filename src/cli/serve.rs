@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/*.
     #[arg(long = "api-key", env = "FT_API_KEY")]
     pub api_key: Option<String>,
+    /// Longest prompt in tokens (after the chat template); longer ones get 400. Default: the
+    /// context length.
+    #[arg(long = "max-prompt-tokens", value_name = "N")]
+    pub max_prompt_tokens: Option<usize>,
     /// Compute device: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: ft::device::DeviceSpec,
@@ -47,6 +51,15 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
+    if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!(
+            "--api-key (or FT_API_KEY) is empty; give a key, or leave it out to serve without one"
+        );
+    }
+    if a.max_prompt_tokens == Some(0) {
+        bail!("--max-prompt-tokens must be at least 1");
+    }
+    super::common::check_ctx(a.ctx)?;
     let mut names = Vec::new();
     let mut dirs = Vec::new();
     for spec in &a.adapters {
@@ -92,6 +105,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             mode: margs.mode(),
             base_name: base_name.clone(),
             adapters: names.clone(),
+            max_prompt_tokens: a.max_prompt_tokens,
         },
     );
     let cfg = ServeConfig {

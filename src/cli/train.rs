@@ -22,6 +22,9 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in train.output_dir.
     #[arg(long)]
     pub resume: bool,
+    /// Start over in a train.output_dir that holds another run's checkpoints (deleting them).
+    #[arg(long)]
+    pub overwrite: bool,
     /// No progress bar (one log line per step instead).
     #[arg(long = "no-progress")]
     pub no_progress: bool,
@@ -75,63 +78,70 @@ pub fn run(a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let quiet = a.no_progress;
-    let summary = train::train(&recipe, &mut loaded, &prepared, a.resume, |ev| {
-        match ev {
-            Event::Start { total, start } => {
-                bar.set_length(total as u64);
-                bar.set_position(start as u64);
-                if start > 0 {
-                    bar.println(format!("resumed at step {start}/{total}"));
+    let summary = train::train(
+        &recipe,
+        &mut loaded,
+        &prepared,
+        a.resume,
+        a.overwrite,
+        |ev| {
+            match ev {
+                Event::Start { total, start } => {
+                    bar.set_length(total as u64);
+                    bar.set_position(start as u64);
+                    if start > 0 {
+                        bar.println(format!("resumed at step {start}/{total}"));
+                    }
                 }
-            }
-            Event::Step {
-                step,
-                total,
-                loss,
-                lr,
-                grad_norm,
-                tok_s,
-            } => {
-                bar.set_position(step as u64);
-                bar.set_message(format!(
-                    "loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.2} {tok_s:.0} tok/s"
-                ));
-                if quiet {
-                    eprintln!("step {step}/{total} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tok_s:.0} tok/s");
+                Event::Step {
+                    step,
+                    total,
+                    loss,
+                    lr,
+                    grad_norm,
+                    tok_s,
+                } => {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!(
+                        "loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.2} {tok_s:.0} tok/s"
+                    ));
+                    if quiet {
+                        eprintln!("step {step}/{total} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tok_s:.0} tok/s");
+                    }
                 }
-            }
-            Event::Eval { step, loss } => {
-                if quiet {
-                    eprintln!("step {step}: eval loss {loss:.4}");
-                } else {
-                    bar.println(format!("step {step}: eval loss {loss:.4}"));
+                Event::Eval { step, loss } => {
+                    if quiet {
+                        eprintln!("step {step}: eval loss {loss:.4}");
+                    } else {
+                        bar.println(format!("step {step}: eval loss {loss:.4}"));
+                    }
                 }
-            }
-            Event::Saved { step, path } => {
-                if quiet {
-                    eprintln!("step {step}: checkpoint {}", path.display());
+                Event::Saved { step, path } => {
+                    if quiet {
+                        eprintln!("step {step}: checkpoint {}", path.display());
+                    }
                 }
-            }
-            Event::Selected {
-                step,
-                fact_match,
-                fact_recall,
-                best_step,
-            } => {
-                let line = format!(
+                Event::Selected {
+                    step,
+                    fact_match,
+                    fact_recall,
+                    best_step,
+                } => {
+                    let line = format!(
                     "step {step}: validation fact-match {:.1}%, recall {:.1}% (best: step {best_step})",
                     fact_match * 100.0,
                     fact_recall * 100.0
                 );
-                if quiet {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
+                    if quiet {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                 }
             }
-        }
-        true
-    })?;
+            true
+        },
+    )?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!(

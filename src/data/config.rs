@@ -38,6 +38,10 @@ pub struct DatasetConfig {
     /// Also train on prompt/user tokens (default: only on the answer).
     #[serde(default)]
     pub train_on_prompt: bool,
+    /// Let special-token text in message content (`<|im_end|>`) become special tokens, as
+    /// older tools did. Default: content is plain text; only the chat template makes turns.
+    #[serde(default)]
+    pub special_tokens_in_content: bool,
     /// More training sources mixed into `train`, each with its own format, fields and weight.
     #[serde(default)]
     pub mix: Vec<MixSource>,
@@ -123,6 +127,7 @@ impl DatasetConfig {
             max_seq_len: d_max_seq_len(),
             packing: false,
             train_on_prompt: false,
+            special_tokens_in_content: false,
             mix: Vec::new(),
             replay: None,
         }
@@ -151,6 +156,13 @@ impl DatasetConfig {
             self.max_seq_len >= 8,
             "dataset.max_seq_len",
             "dataset.max_seq_len must be >= 8 (got {})",
+            self.max_seq_len
+        );
+        ensure!(
+            self.max_seq_len <= crate::model::MAX_POSITIONS,
+            "dataset.max_seq_len",
+            "dataset.max_seq_len must be at most {} (got {})",
+            crate::model::MAX_POSITIONS,
             self.max_seq_len
         );
         for m in &self.mix {

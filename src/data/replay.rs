@@ -156,10 +156,7 @@ pub fn generate(
                 .collect();
             let prompts = questions
                 .iter()
-                .map(|q| {
-                    let text = template.render(&[Message::new("user", q.clone())], true)?;
-                    tok.encode_prompt(&text, true)
-                })
+                .map(|q| tok.encode_chat(template, &[Message::new("user", q.clone())], true))
                 .collect::<Result<Vec<_>>>()?;
             let m = prompts.len();
             let answers = generate_batch(

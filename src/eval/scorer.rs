@@ -32,8 +32,8 @@ impl<'m> ModelScorer<'m> {
         match &self.chat {
             None => self.tok.encode_prompt(&format!("{prefix}{suffix}"), false),
             Some(t) => {
-                let text = t.render(&[Message::new("user", format!("{prefix}{suffix}"))], true)?;
-                self.tok.encode_prompt(&text, true)
+                let msg = Message::new("user", format!("{prefix}{suffix}"));
+                self.tok.encode_chat(t, &[msg], true)
             }
         }
     }

@@ -133,7 +133,7 @@ pub fn run_with(
                 msgs.push(Message::new("system", sys.clone()));
             }
             msgs.push(Message::new("user", it.question.clone()));
-            tok.encode_prompt(&template.render(&msgs, true)?, true)
+            tok.encode_chat(template, &msgs, true)
         })
         .collect::<Result<Vec<_>>>()?;
     let outs = generate_batch(

@@ -148,6 +148,9 @@ pub fn scale(alpha: f64, r: usize, rslora: bool) -> f64 {
     }
 }
 
+/// A rank beyond any model's layer width: larger values are typos, refused before any allocation.
+pub const MAX_RANK: usize = 1 << 16;
+
 /// What an adapter looks like: rank, alpha, dropout, which projections (a recipe's `lora:`
 /// section deserializes straight into it; PEFT's `adapter_config.json` maps to and from it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,9 +187,16 @@ impl LoraConfig {
         self.target_modules.contains(module)
     }
 
-    /// Range checks, naming the recipe key.
+    /// Range checks, naming the recipe key (the model-dependent bound is in
+    /// `train::attach_adapters`).
     pub fn check(&self) -> std::result::Result<(), ConfigError> {
         ensure!(self.r > 0, "lora.r", "lora.r must be > 0 (got {})", self.r);
+        ensure!(
+            self.r <= MAX_RANK,
+            "lora.r",
+            "lora.r must be at most {MAX_RANK} (got {})",
+            self.r
+        );
         ensure!(
             self.alpha > 0.0 && self.alpha.is_finite(),
             "lora.alpha",

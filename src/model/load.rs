@@ -72,10 +72,21 @@ pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Loaded> {
     Ok(loaded)
 }
 
-fn positions(cfg: &Config, opts: &LoadOptions) -> usize {
-    opts.max_positions
+/// The longest context ft prepares (RoPE tables, KV cache): 1M tokens. A larger `--ctx` or
+/// `dataset.max_seq_len` is refused before anything is allocated.
+pub const MAX_POSITIONS: usize = 1 << 20;
+
+fn positions(cfg: &Config, opts: &LoadOptions) -> Result<usize> {
+    let n = opts
+        .max_positions
         .unwrap_or_else(|| cfg.max_position_embeddings.min(8192))
-        .max(1)
+        .max(1);
+    if n > MAX_POSITIONS {
+        return Err(Error::invalid(format!(
+            "a context of {n} tokens is more than ft supports ({MAX_POSITIONS})"
+        )));
+    }
+    Ok(n)
 }
 
 pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
@@ -119,7 +130,7 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let model = Llama::new(
         config.clone(),
         &mut src,
-        positions(&config, opts),
+        positions(&config, opts)?,
         &opts.device,
     )
     .map_err(|e| e.context(path.display().to_string()))?;
@@ -226,7 +237,7 @@ pub fn load_hf(dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let model = Llama::new(
         config.clone(),
         &mut src,
-        positions(&config, opts),
+        positions(&config, opts)?,
         &opts.device,
     )
     .map_err(|e| e.context(dir.display().to_string()))?;

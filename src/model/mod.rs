@@ -16,7 +16,7 @@ pub use cache::KvCache;
 pub use config::{Arch, Config};
 pub use linear::Linear;
 pub use llama::Llama;
-pub use load::{load, LoadOptions, Loaded};
+pub use load::{load, LoadOptions, Loaded, MAX_POSITIONS};
 
 use crate::error::Result;
 use crate::quant::{FrozenWeight, MatmulMode};

@@ -25,6 +25,7 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "max_seq_len",
             "packing",
             "train_on_prompt",
+            "special_tokens_in_content",
             "mix",
             "replay",
         ],

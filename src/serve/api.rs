@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::backend::{Prompt, ServeError};
+use crate::generate::SamplingParams;
 use crate::tokenizer::Message;
 
 /// `stop`: a string or a list of strings.
@@ -329,6 +330,8 @@ fn sampling(f: SamplingFields) -> Result<Sampling, ServeError> {
         temperature = 0.0;
         top_p = 1.0;
     }
+    // What the sampler itself can take (denormal temperatures, a top_p that rounds to 0).
+    check_sampling(temperature, top_p)?;
     let stop: Vec<String> = match f.stop {
         None => Vec::new(),
         Some(StopField::One(s)) => vec![s.clone()],
@@ -348,6 +351,19 @@ fn sampling(f: SamplingFields) -> Result<Sampling, ServeError> {
         seed: f.seed.map(|s| s as u64),
         stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
     })
+}
+
+/// [`SamplingParams::validate`] on a request's `temperature` and `top_p`: a 400 naming the
+/// field. The runner checks again, so no backend ever samples with them.
+pub fn check_sampling(temperature: f64, top_p: f64) -> Result<(), ServeError> {
+    let p = SamplingParams {
+        temperature,
+        top_k: None,
+        top_p: Some(top_p),
+        ..SamplingParams::default()
+    };
+    p.validate()
+        .map_err(|e| ServeError::invalid(e.field, format!("`{}` {}", e.field, e.message)))
 }
 
 #[cfg(test)]
@@ -413,6 +429,14 @@ mod tests {
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"top_p":-1}"#,
                 "top_p",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"top_p":1e-300}"#,
+                "top_p",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"temperature":1e-310}"#,
+                "temperature",
             ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"logprobs":true}"#,

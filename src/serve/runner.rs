@@ -2,13 +2,19 @@
 //! sequences decoded in fair round-robin (one token each per turn), each with its own KV cache
 //! and adapter slot. Adapters are applied per request without merging, so one base in memory
 //! serves several fine-tunes.
+//!
+//! Waiting requests live in a [`Queue`], not a channel: a client that hangs up while waiting
+//! cancels its job, and a cancelled job is dropped before it counts against `queue` or takes a
+//! slot (in a channel it would sit there, and the next request would get 503 while `/health`
+//! reports a free slot).
 
 use super::backend::{Backend, FinishReason, GenEvent, GenRequest, ModelCard, Prompt, ServeError};
 use crate::generate::{Sampler, SamplingParams, Session, StopMatcher, TextStream};
 use crate::model::{Ctx, Loaded};
 use crate::quant::MatmulMode;
 use crate::tokenizer::ChatTemplate;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub struct RunnerConfig {
@@ -21,12 +27,90 @@ pub struct RunnerConfig {
     pub base_name: String,
     /// Adapter names, in slot order (slot i = adapters[i]).
     pub adapters: Vec<String>,
+    /// Longer prompts get 400 (`--max-prompt-tokens`); None: the context length.
+    pub max_prompt_tokens: Option<usize>,
 }
 
 pub struct Runner {
-    tx: SyncSender<GenRequest>,
+    queue: Arc<Queue>,
     cards: Vec<ModelCard>,
     context: usize,
+}
+
+/// Requests waiting for the runner, at most `cap` of them that are not cancelled.
+struct Queue {
+    state: Mutex<Waiting>,
+    ready: Condvar,
+    cap: usize,
+}
+
+struct Waiting {
+    jobs: VecDeque<GenRequest>,
+    /// The server is gone: the runner thread ends.
+    closed: bool,
+}
+
+impl Queue {
+    fn new(cap: usize) -> Self {
+        Queue {
+            state: Mutex::new(Waiting {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            cap,
+        }
+    }
+
+    /// A panic elsewhere cannot leave the queue inconsistent: every change is one call.
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, req: GenRequest) -> Result<(), ServeError> {
+        let mut w = self.lock();
+        if w.closed {
+            return Err(ServeError::internal("the model runner has stopped"));
+        }
+        w.jobs.retain(|r| !r.cancel.is_cancelled());
+        if w.jobs.len() >= self.cap {
+            return Err(ServeError::busy());
+        }
+        w.jobs.push_back(req);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job whose client is still there, dropping cancelled ones. `wait`: block until
+    /// there is one. `Err(())` once the queue is closed.
+    fn pop(&self, wait: bool) -> Result<Option<GenRequest>, ()> {
+        let mut w = self.lock();
+        loop {
+            if w.closed {
+                return Err(());
+            }
+            while let Some(r) = w.jobs.pop_front() {
+                if !r.cancel.is_cancelled() {
+                    return Ok(Some(r));
+                }
+            }
+            if !wait {
+                return Ok(None);
+            }
+            w = self.ready.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Runner {
@@ -51,13 +135,18 @@ impl Runner {
             });
         }
         let context = loaded.model.max_positions();
-        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let queue = Arc::new(Queue::new(cfg.queue.max(1)));
         let names = cards.iter().map(|c| c.id.clone()).collect();
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("ft-runner".into())
-            .spawn(move || run_loop(loaded, template, cfg, names, rx))
+            .spawn(move || run_loop(loaded, template, cfg, names, &q))
             .expect("spawning the runner thread");
-        Runner { tx, cards, context }
+        Runner {
+            queue,
+            cards,
+            context,
+        }
     }
 }
 
@@ -74,13 +163,7 @@ impl Backend for Runner {
         if !self.cards.iter().any(|c| c.id == req.model) {
             return Err(ServeError::model_not_found(&req.model));
         }
-        match self.tx.try_send(req) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(ServeError::busy()),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(ServeError::internal("the model runner has stopped"))
-            }
-        }
+        self.queue.push(req)
     }
 }
 
@@ -103,7 +186,7 @@ fn run_loop(
     template: ChatTemplate,
     cfg: RunnerConfig,
     names: Vec<String>,
-    rx: Receiver<GenRequest>,
+    queue: &Queue,
 ) {
     let model = &loaded.model;
     let tok = &loaded.tokenizer;
@@ -111,17 +194,10 @@ fn run_loop(
     loop {
         // Admit new work: block only when idle.
         while active.len() < cfg.parallel.max(1) {
-            let req = if active.is_empty() {
-                match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => return, // server gone
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(r) => r,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
-                }
+            let req = match queue.pop(active.is_empty()) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(()) => return, // server gone
             };
             if let Some(a) = admit(req, model, tok, &template, &cfg, &names) {
                 active.push(a);
@@ -158,9 +234,7 @@ fn admit<'m>(
         None => return fail(&req, ServeError::model_not_found(&req.model)),
     };
     let ids = match &req.prompt {
-        Prompt::Chat(m) => template
-            .render(m, true)
-            .and_then(|t| tok.encode_prompt(&t, true)),
+        Prompt::Chat(m) => tok.encode_chat(template, m, true),
         Prompt::Text(t) => tok.encode_prompt(t, true),
     };
     let ids = match ids {
@@ -168,6 +242,17 @@ fn admit<'m>(
         Ok(_) => return fail(&req, ServeError::invalid("prompt", "the prompt is empty")),
         Err(e) => return fail(&req, e.into()),
     };
+    if let Some(limit) = cfg.max_prompt_tokens.filter(|&l| ids.len() > l) {
+        let param = match req.prompt {
+            Prompt::Chat(_) => "messages",
+            Prompt::Text(_) => "prompt",
+        };
+        let msg = format!("prompt has {} tokens, the limit is {limit}", ids.len());
+        return fail(
+            &req,
+            ServeError::invalid(param, msg).with_code("prompt_too_long"),
+        );
+    }
     if ids.len() >= model.max_positions() {
         return fail(
             &req,
@@ -182,6 +267,10 @@ fn admit<'m>(
         repeat_penalty: 1.0,
         repeat_last_n: 64,
     };
+    if let Err(e) = params.validate() {
+        let msg = format!("`{}` {}", e.field, e.message);
+        return fail(&req, ServeError::invalid(e.field, msg));
+    }
     let mut session = Session::new(model, Ctx::infer(cfg.mode, slot));
     let t = Instant::now();
     let logits = match session.feed_all(&ids) {

@@ -3,12 +3,16 @@
 //! the chat templates in [`template`].
 //!
 //! Special tokens (`<|im_start|>`, BOS/EOS) are recognised in text when `parse_special` is on
-//! and are plain text when it is off, as llama.cpp's `--no-parse-special` does.
+//! and are plain text when it is off, as llama.cpp's `--no-parse-special` does. A chat is
+//! encoded with [`Tokenizer::encode_chat`] ([`parts`]): special tokens come from the template's
+//! markup only, never from what a message says.
 
 mod build;
+pub mod parts;
 pub mod template;
 
 pub use build::GgufVocab;
+pub use parts::{Part, Rendered};
 pub use template::{ChatTemplate, Message, TemplateSpec, ROLES};
 
 use crate::error::{Error, Result};
@@ -29,6 +33,11 @@ pub struct Tokenizer {
     pub stop: Vec<u32>,
     /// The vocabulary as GGUF stores it, for export.
     pub vocab: GgufVocab,
+    /// Special tokens' text and id, longest first: what [`Tokenizer::encode_parts`] looks for
+    /// in template markup.
+    specials: Vec<(String, u32)>,
+    /// Whether some special token starts with this byte (a fast reject while scanning).
+    special_first_bytes: [bool; 256],
 }
 
 /// End-of-turn markers of common chat formats: generation stops at whichever the vocab has.
@@ -50,6 +59,17 @@ impl Tokenizer {
         add_bos: bool,
         vocab: GgufVocab,
     ) -> Self {
+        let mut specials: Vec<(String, u32)> = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special && !t.content.is_empty())
+            .map(|(id, t)| (t.content, id))
+            .collect();
+        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let mut special_first_bytes = [false; 256];
+        for (s, _) in &specials {
+            special_first_bytes[s.as_bytes()[0] as usize] = true;
+        }
         let mut plain = inner.clone();
         plain.set_encode_special_tokens(true);
         let mut special = inner;
@@ -70,6 +90,8 @@ impl Tokenizer {
             add_bos,
             stop,
             vocab,
+            specials,
+            special_first_bytes,
         }
     }
 
@@ -164,8 +186,14 @@ impl Tokenizer {
     }
 
     /// A whole prompt: BOS first when the vocabulary wants one and the text lacks it.
+    /// For a chat, use [`Tokenizer::encode_chat`]: it keeps message content plain text.
     pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         let mut ids = self.encode(text, parse_special)?;
+        self.prepend_bos(&mut ids);
+        Ok(ids)
+    }
+
+    fn prepend_bos(&self, ids: &mut Vec<u32>) {
         if self.add_bos {
             if let Some(b) = self.bos {
                 if ids.first() != Some(&b) {
@@ -173,7 +201,6 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(ids)
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {

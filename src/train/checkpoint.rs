@@ -24,6 +24,9 @@ pub struct TrainerState {
     /// `train.select`'s best evaluation so far (its adapter is in `output_dir/best/`).
     #[serde(default)]
     pub select_best: Option<super::select::Best>,
+    /// The run's identity ([`super::identity`]); None in checkpoints from before it existed.
+    #[serde(default)]
+    pub run: Option<super::identity::Fingerprint>,
 }
 
 pub fn save(
@@ -55,7 +58,7 @@ pub fn save(
     )?;
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-    prune(out, keep)?;
+    prune(out, keep, state.run.as_ref())?;
     Ok(dest)
 }
 
@@ -75,8 +78,18 @@ pub fn list(out: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
-fn prune(out: &Path, keep: usize) -> Result<()> {
-    let all = list(out);
+/// The run identity recorded in checkpoint `dir` (None if unreadable or from an older ft).
+pub fn run_of(dir: &Path) -> Option<super::identity::Fingerprint> {
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    serde_json::from_str::<TrainerState>(&text).ok()?.run
+}
+
+/// Delete this run's oldest checkpoints beyond `keep`; other runs' are never touched.
+fn prune(out: &Path, keep: usize, run: Option<&super::identity::Fingerprint>) -> Result<()> {
+    let all: Vec<(usize, PathBuf)> = list(out)
+        .into_iter()
+        .filter(|(_, p)| run_of(p).as_ref() == run)
+        .collect();
     for (_, p) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
         std::fs::remove_dir_all(p).map_err(|e| Error::io(p, e))?;
     }

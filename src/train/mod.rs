@@ -5,6 +5,7 @@
 //! the adapter. The data comes ready from [`prepare`].
 
 pub mod checkpoint;
+pub mod identity;
 pub mod memory;
 pub mod metrics;
 pub mod optim;
@@ -74,17 +75,43 @@ pub enum Event<'a> {
     },
 }
 
-/// Run the recipe's training. `resume` continues from the newest checkpoint in output_dir.
-/// `on_event` returning false stops the run where it is, like a kill (no final eval or save).
+/// Run the recipe's training. `resume` continues from the newest checkpoint in output_dir
+/// (refused if the recipe changed what the run is, see [`identity`]); a new run into an
+/// output_dir holding another run's checkpoints is refused unless `overwrite`, which deletes
+/// them. `on_event` returning false stops the run where it is, like a kill.
 pub fn train(
     r: &Recipe,
     loaded: &mut Loaded,
     prepared: &Prepared,
     resume: bool,
+    overwrite: bool,
     mut on_event: impl FnMut(Event) -> bool,
 ) -> Result<Summary> {
     let t = &r.train;
     std::fs::create_dir_all(&t.output_dir).map_err(|e| Error::io(&t.output_dir, e))?;
+    let me = identity::fingerprint(r, prepared)?;
+    let earlier = checkpoint::list(&t.output_dir);
+    if !resume {
+        let others: Vec<&PathBuf> = earlier
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| checkpoint::run_of(p).as_ref() != Some(&me))
+            .collect();
+        if let Some(first) = others.first() {
+            if !overwrite {
+                return Err(Error::invalid(format!(
+                    "{} holds checkpoints of another run ({}); pass --resume to continue that \
+                     run, --overwrite to delete them and start over, or choose another \
+                     train.output_dir",
+                    t.output_dir.display(),
+                    first.display()
+                )));
+            }
+            for p in others {
+                std::fs::remove_dir_all(p).map_err(|e| Error::io(p, e))?;
+            }
+        }
+    }
     let vars = attach_adapters(&mut loaded.model, &r.lora, t.seed)?;
     let mut opt = AdamW::new(vars, t.weight_decay)?.with_lora_plus(t.lora_plus_ratio);
     let template = r.template(loaded)?;
@@ -94,6 +121,15 @@ pub fn train(
     };
     let start = match checkpoint::list(&t.output_dir).pop().filter(|_| resume) {
         Some((_, dir)) => {
+            // Before restoring: a changed rank would only show as a shape mismatch there.
+            let was = checkpoint::run_of(&dir);
+            if let Some(diff) = was.as_ref().and_then(|was| identity::difference(was, &me)) {
+                return Err(Error::invalid(format!(
+                    "--resume: {} belongs to a different run: {diff}; resume with the recipe \
+                     it was trained with, or start a new run (--overwrite)",
+                    dir.display()
+                )));
+            }
             let state = checkpoint::restore(&dir, &mut loaded.model, &mut opt)?;
             if let Some(s) = select.as_mut() {
                 let best_dir = select::Selector::best_dir(&t.output_dir);
@@ -105,6 +141,7 @@ pub fn train(
     };
     let run = Run {
         r,
+        id: me,
         model: &loaded.model,
         data: prepared,
         pad: loaded.tokenizer.eos.unwrap_or(0),
@@ -186,6 +223,8 @@ pub fn train(
 /// One run's fixed parts, for the helpers of [`train`].
 struct Run<'a> {
     r: &'a Recipe,
+    /// Recorded in every checkpoint.
+    id: identity::Fingerprint,
     model: &'a Llama,
     data: &'a Prepared,
     pad: u32,
@@ -236,6 +275,7 @@ impl Run<'_> {
             last_loss: tally.last_loss,
             best_eval_loss: tally.last_eval,
             select_best: tally.select_best,
+            run: Some(self.id.clone()),
         };
         let base = self.base_name();
         let path = checkpoint::save(

@@ -20,6 +20,19 @@ pub fn attach_adapters(
     seed: u64,
 ) -> Result<Vec<(String, Var)>> {
     cfg.check()?;
+    // A rank above a layer's width adds nothing and can need more memory than the machine has.
+    for block in model.blocks.iter_mut().take(1) {
+        for (short, lin) in block.linears_mut() {
+            let (fin, fout) = lin.features();
+            if cfg.targets(short) && cfg.r > fin.max(fout) {
+                return Err(Error::invalid(format!(
+                    "lora.r must be at most {} for this model ({short} is {fin}x{fout}; got {})",
+                    fin.max(fout),
+                    cfg.r
+                )));
+            }
+        }
+    }
     let device = model.device.clone();
     let mut vars = Vec::new();
     for (i, block) in model.blocks.iter_mut().enumerate() {
