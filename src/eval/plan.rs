@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use super::mmlu::{MmluOptions, Style};
 use super::EvalConfig;
 use crate::data::{read_examples, DatasetConfig, Example, Paths};
