@@ -340,7 +340,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut out = String::new();

@@ -40,6 +40,21 @@ async fn bad_requests_get_openai_errors_and_the_server_survives() {
     huge.extend_from_slice(br#""}]}"#);
 
     let ir = "invalid_request_error";
+    let perm = "permission_error";
+    let ok_body = serde_json::to_vec(&ok_chat).unwrap();
+    let with_host = |host: &str, extra: &[(&str, &str)]| {
+        let mut raw = format!("POST {chat} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n");
+        for (k, v) in extra {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n", ok_body.len()));
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(&ok_body);
+        raw
+    };
+    let raw_get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
     let (auth, busy) = ("authentication_error", "server_error");
     let models = "/v1/models";
     let deep = deep.as_bytes();
@@ -80,6 +95,11 @@ async fn bad_requests_get_openai_errors_and_the_server_survives() {
         ("missing API key", keyed, post_json(chat, &ok_chat), 401, auth, "invalid_api_key"),
         ("wrong API key", keyed, request("POST", chat, &wrong_key, b"{}"), 401, auth, "invalid_api_key"),
         ("key without Bearer", keyed, request("GET", models, &[("Authorization", "sekret")], b""), 401, auth, "invalid_api_key"),
+        ("DNS rebinding: another Host", open, with_host("evil.example:8080", &[]), 403, perm, "host_not_allowed"),
+        ("DNS rebinding: a name that resolves to 127.0.0.1", open, with_host("127.0.0.1.nip.io", &[]), 403, perm, "host_not_allowed"),
+        ("page from another Host", open, raw_get("/", "attacker.test"), 403, perm, "host_not_allowed"),
+        ("cross-site Origin", open, request("POST", chat, &[ct[0], ("Origin", "https://evil.example")], b"{}"), 403, perm, "origin_not_allowed"),
+        ("Origin null", open, request("POST", chat, &[ct[0], ("Origin", "null")], b"{}"), 403, perm, "origin_not_allowed"),
     ];
     assert!(table.len() >= 12);
     for (name, addr, raw, status, kind, code_or_param) in table {
@@ -122,6 +142,21 @@ async fn bad_requests_get_openai_errors_and_the_server_survives() {
     let r = send(
         keyed,
         request("POST", chat, &auth, &serde_json::to_vec(&ok_chat).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Loopback names and origins pass the rebinding guard; with a key, the key decides.
+    for (host, origin) in [
+        ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("[::1]:8080", "http://[::1]:8080"),
+        ("app.localhost", "http://localhost:3000"),
+    ] {
+        let r = send(open, with_host(host, &[("Origin", origin)])).await;
+        assert_eq!(r.status, 200, "{host} {origin}: {}", r.text());
+    }
+    let r = send(
+        keyed,
+        with_host("my-server.lan", &[("Authorization", "Bearer sekret")]),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());

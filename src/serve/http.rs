@@ -53,7 +53,74 @@ pub fn router(cfg: ServeConfig, backend: Arc<dyn Backend>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_local))
         .with_state(state)
+}
+
+/// DNS-rebinding and cross-site protection for a local server without an API key: a web page
+/// the user visits could otherwise point its own host name at 127.0.0.1, or post from another
+/// origin, and use the model. When bound to a loopback address and no key is set, the `Host`
+/// must name the loopback (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`) and an `Origin`,
+/// when the browser sends one, must be a loopback origin too. With a key, the key decides.
+async fn guard_local(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if st.cfg.api_key.is_none() && is_loopback_name(&st.cfg.host) {
+        let h = req.headers();
+        let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let refused = match (host, origin) {
+            (Some(host), _) if !is_loopback_name(host_name(host)) => {
+                Some(("host_not_allowed", format!("Host `{host}`")))
+            }
+            (_, Some(origin)) if !is_loopback_origin(origin) => {
+                Some(("origin_not_allowed", format!("Origin `{origin}`")))
+            }
+            _ => None,
+        };
+        if let Some((code, what)) = refused {
+            let msg = format!(
+                "{what} is not this local server: without --api-key, ft serve on a loopback \
+                 address answers only requests addressed to localhost (set --api-key to serve \
+                 other names)"
+            );
+            return ApiError(ServeError::new(403, "permission_error", msg).with_code(code))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The host name of a `Host` header value (`name:port`, `[v6]:port`).
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `http://localhost:8080` and the like; anything else (another site, `null` from a file or a
+/// sandboxed frame) is not.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    is_loopback_name(host_name(rest.split('/').next().unwrap_or("")))
 }
 
 /// A [`ServeError`] as an HTTP response: `{"error": {"message", "type", "param", "code"}}`.
