@@ -392,3 +392,32 @@ fn serve_max_prompt_tokens_is_a_400() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("tokens, the limit is 30"), "{body}");
 }
+
+#[test]
+fn augment_never_replaces_its_input_or_an_existing_file_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let row = r#"{"messages": [{"role": "user", "content": "How long is the return window?"}, {"role": "assistant", "content": "45 days."}]}"#;
+    std::fs::write(&data, format!("{row}\n")).unwrap();
+    let before = std::fs::read(&data).unwrap();
+    let d = data.to_str().unwrap();
+    assert_one_line_error(&["augment", d, "--out", d], "input");
+    assert_one_line_error(&["augment", d, "--out", d, "--overwrite"], "input");
+    assert_eq!(
+        std::fs::read(&data).unwrap(),
+        before,
+        "the input was touched"
+    );
+    let out = dir.path().join("aug.jsonl");
+    let o = out.to_str().unwrap();
+    let (code, err) = ft(&["augment", d, "--out", o]);
+    assert_eq!(code, 0, "{err}");
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert!(first.lines().count() >= 2, "{first}");
+    assert_one_line_error(
+        &["augment", d, "--out", o],
+        "already exists; pass --overwrite",
+    );
+    let (code, err) = ft(&["augment", d, "--out", o, "--overwrite", "--seed", "1"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -1,7 +1,7 @@
 //! `ft augment`: reworded copies of a dataset's questions (templates), written as a new jsonl
 //! file that a recipe can train on. The input is never modified.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use ft::data::augment::{augment, record, Templates};
 use ft::data::{read_examples, FieldMap, Format};
@@ -12,7 +12,7 @@ pub struct AugmentArgs {
     /// Dataset files to augment (jsonl/json/parquet).
     #[arg(required = true)]
     pub input: Vec<PathBuf>,
-    /// Output jsonl file (written atomically; must not be an input).
+    /// Output jsonl file (written atomically; never an input; an existing file only with --overwrite).
     #[arg(long)]
     pub out: PathBuf,
     /// Reworded copies per example.
@@ -29,6 +29,9 @@ pub struct AugmentArgs {
     pub templates: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(a: AugmentArgs) -> Result<()> {
@@ -38,18 +41,10 @@ pub fn run(a: AugmentArgs) -> Result<()> {
             a.format
         )
     })?;
-    let out_abs = std::path::absolute(&a.out).unwrap_or_else(|_| a.out.clone());
-    for p in &a.input {
-        let p_abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-        if p_abs == out_abs
-            || std::fs::canonicalize(p).ok() == std::fs::canonicalize(&a.out).ok() && a.out.exists()
-        {
-            bail!(
-                "--out {} is one of the inputs; write the augmented data to a new file",
-                a.out.display()
-            );
-        }
-    }
+    // Checked before any work: never an input (links and `..` resolved), never an existing
+    // file unless --overwrite.
+    let inputs: Vec<&std::path::Path> = a.input.iter().map(|p| p.as_path()).collect();
+    ft::output::check(&a.out, ft::output::Kind::File, &inputs, a.overwrite).context("--out")?;
     let templates = match &a.templates {
         Some(p) => {
             let text =

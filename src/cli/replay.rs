@@ -27,6 +27,9 @@ pub struct ReplayArgs {
     /// Also copy the data to this jsonl file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(a: ReplayArgs) -> Result<()> {
@@ -43,6 +46,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         seed: a.seed,
         weight: 1.0,
     };
+    if let Some(out) = &a.out {
+        ft::output::check(out, ft::output::Kind::File, &[&a.model.model], a.overwrite)
+            .map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+    }
     let loaded = a.model.load()?;
     let template = ChatTemplate::choose(None, loaded.template.as_ref(), &loaded.tokenizer)?;
     let t = std::time::Instant::now();
