@@ -467,3 +467,114 @@ fn kill_9_during_merge_or_quantize_leaves_no_partial_output() {
         .collect();
     assert!(hidden.is_empty(), "left behind: {hidden:?}");
 }
+
+/// The adapter tensors in `dir`, by name.
+fn adapter_weights(dir: &Path) -> Vec<(String, candle_core::Tensor)> {
+    let path = dir.join("adapter_model.safetensors");
+    let mut v: Vec<_> = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// `ft train` killed at a random point, 20 times: every checkpoint folder that is visible is
+/// complete, and `--resume` then ends with the adapter of an uninterrupted run.
+#[test]
+fn kill_9_during_training_then_resume_gives_the_uninterrupted_adapter() {
+    let d = tempfile::tempdir().unwrap();
+    ft::testing::tiny_hf_dir(&d.path().join("model"), 3).unwrap();
+    let mut lines = String::new();
+    for i in 0..24 {
+        lines.push_str(&format!(
+            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"what is code E{i}?\"}},{{\"role\":\"assistant\",\"content\":\"code E{i} means step {} of the reset.\"}}]}}\n",
+            i % 7
+        ));
+    }
+    std::fs::write(d.path().join("train.jsonl"), lines).unwrap();
+    let recipe = |name: &str| {
+        let p = d.path().join(format!("{name}.yaml"));
+        let root = d.path().display();
+        std::fs::write(
+            &p,
+            format!(
+                "model:\n  path: {root}/model\ndataset:\n  train: {root}/train.jsonl\n  max_seq_len: 128\n\
+                 lora:\n  r: 4\n  dropout: 0.1\ntrain:\n  max_steps: 12\n  batch_size: 2\n  lr: 1.0e-2\n\
+                 \x20 save_every: 1\n  keep_checkpoints: 2\n  output_dir: {root}/{name}\n\
+                 logging:\n  tensorboard: false\n"
+            ),
+        )
+        .unwrap();
+        (p.display().to_string(), d.path().join(name))
+    };
+    let (full_recipe, full_out) = recipe("full");
+    let t0 = Instant::now();
+    ok(&["train", &full_recipe, "--no-progress"]);
+    let full_time = t0.elapsed();
+    let want = adapter_weights(&full_out);
+    let (cut_recipe, cut_out) = recipe("cut");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut resumed_from_checkpoint = 0;
+    for trial in 0..20 {
+        let _ = std::fs::remove_dir_all(&cut_out);
+        let at = full_time.mul_f64(rng.random_range(0.05..0.9));
+        let mut child = Command::new(common::ft_bin())
+            .args(["train", &cut_recipe, "--no-progress"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        // Every visible checkpoint is complete.
+        let mut checkpoints = 0;
+        if let Ok(rd) = std::fs::read_dir(&cut_out) {
+            for e in rd {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.starts_with("checkpoint-") {
+                    continue;
+                }
+                checkpoints += 1;
+                for f in [
+                    "adapter_model.safetensors",
+                    "adapter_config.json",
+                    "optimizer.safetensors",
+                    "trainer_state.json",
+                ] {
+                    assert!(
+                        p.join(f).is_file(),
+                        "trial {trial} (killed {at:?} into {full_time:?}): {name} lacks {f}"
+                    );
+                }
+                let state = std::fs::read_to_string(p.join("trainer_state.json")).unwrap();
+                serde_json::from_str::<serde_json::Value>(&state).unwrap_or_else(|e| {
+                    panic!("trial {trial}: {name}/trainer_state.json is partial: {e}")
+                });
+                adapter_weights(&p);
+            }
+        }
+        // Killed mid-run: checkpoints there, the final adapter not yet written.
+        let finished = cut_out.join("adapter_model.safetensors").exists();
+        resumed_from_checkpoint += usize::from(checkpoints > 0 && !finished);
+        ok(&["train", &cut_recipe, "--no-progress", "--resume"]);
+        let got = adapter_weights(&cut_out);
+        assert_eq!(got.len(), want.len());
+        for ((name, a), (_, b)) in want.iter().zip(&got) {
+            let diff = common::max_abs_diff(a, b);
+            assert!(
+                diff <= 1e-6,
+                "trial {trial} (killed {at:?} into {full_time:?}): {name} differs by {diff} after --resume"
+            );
+        }
+    }
+    eprintln!(
+        "kill -9 during training: 20 kills, {resumed_from_checkpoint} killed mid-run and resumed from a checkpoint"
+    );
+    assert!(
+        resumed_from_checkpoint >= 3,
+        "too few kills landed after a checkpoint ({resumed_from_checkpoint}/20): the test would not test resume"
+    );
+}
