@@ -106,34 +106,29 @@ impl EvalPlan {
         }
         if let Some(t) = &self.task {
             let items = task::load(&t.path)?;
-            let mut opts = task::TaskOptions::new(t.max_new_tokens);
-            let step = progress(on, label, "task");
-            let rep = task::run_with(
-                &loaded.model,
-                &loaded.tokenizer,
-                &template,
-                ctx,
-                &items,
-                &opts,
-                step,
-            )?;
+            // Asked plainly, then (when the plan says so) after the system prompt.
+            let ask =
+                |system: Option<&String>, what: &'static str, on: &mut dyn FnMut(EvalEvent)| {
+                    let mut opts = task::TaskOptions::new(t.max_new_tokens);
+                    opts.system = system.cloned();
+                    task::run_with(
+                        &loaded.model,
+                        &loaded.tokenizer,
+                        &template,
+                        ctx,
+                        &items,
+                        &opts,
+                        progress(on, label, what),
+                    )
+                };
+            let rep = ask(None, "task", on)?;
             on(EvalEvent::Note(format!(
                 "ft eval [{label}]: fact-match {:.3} ({} questions), fact recall {:.3}",
                 rep.fact_match_rate, rep.questions, rep.fact_recall
             )));
             r.task = Some(rep);
             if let Some(sys) = &t.system {
-                opts.system = Some(sys.clone());
-                let step = progress(on, label, "task (system prompt)");
-                let rep = task::run_with(
-                    &loaded.model,
-                    &loaded.tokenizer,
-                    &template,
-                    ctx,
-                    &items,
-                    &opts,
-                    step,
-                )?;
+                let rep = ask(Some(sys), "task (system prompt)", on)?;
                 on(EvalEvent::Note(format!(
                     "ft eval [{label}]: with the system prompt: fact-match {:.3}, fact recall {:.3}",
                     rep.fact_match_rate, rep.fact_recall
