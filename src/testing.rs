@@ -137,6 +137,15 @@ pub fn tiny_vocab() -> GgufVocab {
     }
 }
 
+/// The tokenizer of [`tiny_vocab`] (bytes, then the specials), without BOS/EOS.
+pub fn tiny_tokenizer() -> Result<crate::tokenizer::Tokenizer> {
+    let json = tiny_vocab()
+        .build()?
+        .to_string(false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    crate::tokenizer::Tokenizer::from_json_str(&json, None, None)
+}
+
 /// Write a complete HF folder (config, safetensors, tokenizer, ChatML template) for `weights`.
 pub fn write_hf_dir(dir: &Path, cfg: &Config, weights: &HashMap<String, Tensor>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -176,45 +176,34 @@ fn eval_report_is_written_and_never_replaces_a_file_silently() {
     )
     .unwrap();
     let report = dir.path().join("report.json");
-    let args = |extra: &[&str]| {
-        let mut v: Vec<String> = [
+    let (m, t, rep) = (
+        model.to_str().unwrap(),
+        text.to_str().unwrap(),
+        report.to_str().unwrap(),
+    );
+    let args = |extra: &[&'static str]| -> Vec<&str> {
+        let base = [
             "eval",
             "-m",
-            model.to_str().unwrap(),
+            m,
             "--perplexity",
-            text.to_str().unwrap(),
+            t,
             "--ctx",
             "16",
             "--report",
-            report.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+            rep,
+        ];
+        base.iter().chain(extra).copied().collect()
     };
-    let out = Command::new(common::ft_bin())
-        .args(args(&["--format", "json"]))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed = common::ft_json(&args(&["--format", "json"]));
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(printed, written["columns"]);
     assert!(written["columns"][0]["perplexity"]["ppl"].as_f64().unwrap() > 1.0);
     assert!(written["card"].is_null(), "one column has no card");
     // A second run refuses to replace it, before doing any work; --overwrite replaces it.
-    let a = args(&[]);
-    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-    assert_one_line_error(&a, "already exists; pass --overwrite");
-    let a = args(&["--overwrite"]);
-    let (code, err) = ft(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_one_line_error(&args(&[]), "already exists; pass --overwrite");
+    let (code, err) = ft(&args(&["--overwrite"]));
     assert_eq!(code, 0, "{err}");
 }
 

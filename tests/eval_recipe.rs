@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 /// A custom template (not the tiny model's own ChatML) that renders growing prefixes.
 const TEMPLATE: &str = "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'Q: ' + m['content'] + '\\n' }}{% else %}{{ 'A: ' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'A: ' }}{% endif %}";
@@ -52,30 +51,15 @@ fn setup(dir: &Path, renamed: bool) -> std::path::PathBuf {
     path
 }
 
-fn ft_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(common::ft_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ft {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ft {args:?}: stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn check(renamed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let recipe = setup(dir.path(), renamed);
     let recipe = recipe.to_str().unwrap();
-    let summary = ft_json(&["train", recipe, "--no-progress"]);
+    let summary = common::ft_json(&["train", recipe, "--no-progress"]);
     let before = summary["eval_loss_before"].as_f64().unwrap();
     let after = summary["eval_loss_after"].as_f64().unwrap();
     let file = dir.path().join("card.json");
-    let report = ft_json(&[
+    let report = common::ft_json(&[
         "eval",
         recipe,
         "--format",

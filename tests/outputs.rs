@@ -255,15 +255,7 @@ fn kill_trials(
         reset();
         let before = visible();
         let at = full.mul_f64(rng.random_range(0.0..1.5));
-        let mut child = Command::new(common::ft_bin())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        let _ = child.kill();
-        let _ = child.wait();
+        run_killed(args, at);
         let which = if !out.exists() {
             assert!(
                 may_be_absent,
@@ -305,6 +297,19 @@ fn kill_trials(
         seen[0], seen[1], seen[2]
     );
     seen
+}
+
+/// Start `ft args` and kill it (SIGKILL) after `at`.
+fn run_killed(args: &[&str], at: std::time::Duration) {
+    let mut child = Command::new(common::ft_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(at);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn as_strs(v: &[String]) -> Vec<&str> {
@@ -519,15 +524,7 @@ fn kill_9_during_training_then_resume_gives_the_uninterrupted_adapter() {
     for trial in 0..20 {
         let _ = std::fs::remove_dir_all(&cut_out);
         let at = full_time.mul_f64(rng.random_range(0.05..0.9));
-        let mut child = Command::new(common::ft_bin())
-            .args(["train", &cut_recipe, "--no-progress"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        let _ = child.kill();
-        let _ = child.wait();
+        run_killed(&["train", &cut_recipe, "--no-progress"], at);
         // Every visible checkpoint is complete.
         let mut checkpoints = 0;
         if let Ok(rd) = std::fs::read_dir(&cut_out) {

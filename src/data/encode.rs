@@ -309,12 +309,7 @@ mod tests {
     use crate::tokenizer::template::CHATML;
 
     fn tiny() -> Tokenizer {
-        let json = crate::testing::tiny_vocab()
-            .build()
-            .unwrap()
-            .to_string(false)
-            .unwrap();
-        Tokenizer::from_json_str(&json, None, None).unwrap()
+        crate::testing::tiny_tokenizer().unwrap()
     }
 
     fn chat(user: &str) -> Example {

@@ -58,6 +58,25 @@ pub fn ft_bin() -> PathBuf {
     PathBuf::from(option_env!("CARGO_BIN_EXE_ft").unwrap_or("target/release/ft"))
 }
 
+/// Run `ft args`, which must succeed (else panic with its stderr); its stdout as JSON.
+pub fn ft_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(ft_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ft {args:?}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// max |a − b| over all elements.
 pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     (a - b)
