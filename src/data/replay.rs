@@ -234,48 +234,18 @@ pub fn cache_path(
         weight: 1.0,
         ..spec.clone()
     })?);
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = crate::model::identity::hex(&h.finalize()[..12]);
     Ok(root.join("replay").join(format!("{key}.jsonl")))
 }
 
+/// The model's canonical path, then its content identity (both change the cache key).
 fn model_identity(path: &Path) -> Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut id = std::fs::canonicalize(path)
         .map_err(|e| Error::io(path, e))?
         .to_string_lossy()
         .into_owned()
         .into_bytes();
-    // A folder (HF model): its config and the sizes of its files.
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::io(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for f in files {
-        let meta = std::fs::metadata(&f).map_err(|e| Error::io(&f, e))?;
-        id.extend_from_slice(&meta.len().to_le_bytes());
-        let mut file = std::fs::File::open(&f).map_err(|e| Error::io(&f, e))?;
-        let mut buf = vec![0u8; (meta.len() as usize).min(1 << 20)];
-        file.read_exact(&mut buf).map_err(|e| Error::io(&f, e))?;
-        id.extend_from_slice(&Sha256::digest(&buf));
-        if meta.len() > (2 << 20) {
-            file.seek(SeekFrom::End(-(1 << 20)))
-                .map_err(|e| Error::io(&f, e))?;
-            file.read_exact(&mut buf).map_err(|e| Error::io(&f, e))?;
-            id.extend_from_slice(&Sha256::digest(&buf));
-        }
-    }
+    id.extend(crate::model::identity::content_identity(path)?);
     Ok(id)
 }
 

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::eval::mmlu::{Category, Style, CATEGORIES};
 use crate::eval::stats::{macro_avg, micro, Accuracy, MacroAccuracy};
+use crate::model::identity::hex;
 use crate::output::write_bytes;
 
 /// How the headline numbers are aggregated, printed with every score.
@@ -434,10 +435,6 @@ fn hash_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod identity;
 pub mod linear;
 pub mod llama;
 pub mod load;

@@ -10,13 +10,13 @@
 //! template, `max_seq_len`, `train_on_prompt`, packing).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::prepare::Prepared;
 use crate::error::{Error, Result};
+use crate::model::identity::{content_identity, hex};
 use crate::recipe::Recipe;
 
 /// Recipe key -> value, for one run.
@@ -93,44 +93,12 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Fingerprint) {
     }
 }
 
-/// A file: its size and a hash of its first MiB (the GGUF header and metadata). A folder: a
-/// hash of `config.json` and of every file's name and size.
+/// The base's size and a hash of its [content identity](content_identity) (each file's size and
+/// its first and last MiB: a GGUF's header and metadata; an HF folder's config and weights).
 fn base_identity(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    if meta.is_dir() {
-        let mut files: Vec<(String, u64)> = std::fs::read_dir(path)
-            .map_err(|e| Error::io(path, e))?
-            .flatten()
-            .filter_map(|e| {
-                let m = e.metadata().ok()?;
-                m.is_file()
-                    .then(|| (e.file_name().to_string_lossy().into_owned(), m.len()))
-            })
-            .collect();
-        files.sort();
-        for (name, len) in &files {
-            h.update(name.as_bytes());
-            h.update(len.to_le_bytes());
-        }
-        let cfg = path.join("config.json");
-        h.update(std::fs::read(&cfg).map_err(|e| Error::io(&cfg, e))?);
-    } else {
-        let mut head = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
-            .map_err(|e| Error::io(path, e))?;
-        h.update(&head);
-    }
-    Ok(format!(
-        "{} bytes, {}",
-        meta.len(),
-        hex(&h.finalize()[..12])
-    ))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let id = Sha256::digest(content_identity(path)?);
+    Ok(format!("{} bytes, {}", meta.len(), hex(&id[..12])))
 }
 
 #[cfg(test)]
